@@ -1,0 +1,1 @@
+"""StepFun image generation on the OpenAI Python SDK."""

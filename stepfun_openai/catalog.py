@@ -1,0 +1,275 @@
+"""The model catalog: what each StepFun image model accepts, per endpoint.
+
+One source of truth (``shared/stepfun-image-api.md``) for client-side validation, the CLI's
+help, the README's parameter table and the emulator. Standard library only: the emulator
+imports this module.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "Endpoint",
+    "ENDPOINTS",
+    "NumberRange",
+    "ImageLimits",
+    "EndpointSpec",
+    "ModelSpec",
+    "MODELS",
+    "SEED_MAX",
+    "RATE_LIMIT_TIERS",
+    "DEFAULT_BASE_URL",
+    "INTERNATIONAL_BASE_URL",
+    "STEP_PLAN_BASE_URL",
+    "get_model",
+    "models_for",
+    "parse_size",
+]
+
+Endpoint = Literal["generations", "image2image", "edits"]
+ENDPOINTS: tuple[Endpoint, ...] = ("generations", "image2image", "edits")
+
+DEFAULT_BASE_URL = "https://api.stepfun.com/v1"
+INTERNATIONAL_BASE_URL = "https://api.stepfun.ai/v1"
+STEP_PLAN_BASE_URL = "https://api.stepfun.com/step_plan/v1"
+
+SEED_MAX = 2147483647
+"""Seeds are 0..2147483647; 0 or omitted asks the server for a random seed."""
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """A closed range (``min_exclusive`` opens the lower end) with an optional default."""
+
+    min: float
+    max: float
+    default: float | None = None
+    integer: bool = False
+    min_exclusive: bool = False
+
+    def contains(self, value: float) -> bool:
+        low_ok = value > self.min if self.min_exclusive else value >= self.min
+        return low_ok and value <= self.max
+
+    def describe(self) -> str:
+        low = "(" if self.min_exclusive else "["
+        kind = "an integer" if self.integer else "a number"
+        text = f"{kind} in {low}{_num(self.min)}, {_num(self.max)}]"
+        if self.default is not None:
+            text += f", default {_num(self.default)}"
+        return text
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an input image may be: formats, bytes, pixels per side, aspect ratio."""
+
+    formats: tuple[str, ...] = ("png", "jpeg")
+    max_bytes: int = MAX_IMAGE_BYTES
+    max_width: int = 2048
+    max_height: int = 2048
+    min_side: int = 1
+    max_aspect: float | None = None  # e.g. 3.0 means 1:3..3:1
+
+    def describe(self) -> str:
+        text = (
+            f"{'/'.join(self.formats)}, at most {self.max_bytes // (1024 * 1024)} MB and "
+            f"{self.max_width}x{self.max_height} pixels"
+        )
+        if self.min_side > 1:
+            text += f", at least {self.min_side} pixels a side"
+        if self.max_aspect:
+            text += f", aspect ratio between 1:{_num(self.max_aspect)} and {_num(self.max_aspect)}:1"
+        return text
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One model on one endpoint."""
+
+    endpoint: Endpoint
+    prompt_max: int
+    steps: NumberRange
+    cfg_scale: NumberRange
+    sizes: tuple[str, ...] | None = None
+    """Allowed ``size`` values; ``None`` means ``size`` is accepted but ignored (output = input)."""
+    default_size: str | None = "1024x1024"
+    size_order: Literal["WxH", "HxW"] = "WxH"
+    negative_prompt_max: int | None = None
+    """``None``: the model has no ``negative_prompt``."""
+    text_mode: bool = False
+    style_reference: bool = False
+    source_image: bool = False
+    """Generations only: the seed notebook's ``source_image`` + ``source_weight``."""
+    requires_source: bool = False
+    """image2image: ``source_url`` and ``source_weight`` are required."""
+    image_limits: ImageLimits | None = None
+    """Limits for source / edit images on this endpoint."""
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    endpoints: dict[Endpoint, EndpointSpec]
+    status: Literal["current", "retired", "listed"] = "current"
+    retired_on: _dt.date | None = None
+    replacement: str | None = None
+    description: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    def spec(self, endpoint: Endpoint) -> EndpointSpec | None:
+        return self.endpoints.get(endpoint)
+
+
+SEED = NumberRange(0, SEED_MAX, None, integer=True)
+SOURCE_WEIGHT = NumberRange(0, 1, None, min_exclusive=True)
+STYLE_WEIGHT = NumberRange(0, 2, 1, min_exclusive=True)
+N = NumberRange(1, 1, 1, integer=True)
+RESPONSE_FORMATS = ("url", "b64_json")
+
+WXH_SIZES = ("256x256", "512x512", "768x768", "1024x1024", "1280x800", "800x1280")
+EDIT2_SIZES = ("1024x1024", "768x1360", "896x1184", "1360x768", "1184x896")
+EDIT1X_SIZES = ("512x512", "768x768", "1024x1024")
+
+SOURCE_LIMITS = ImageLimits(formats=("png", "jpeg"), max_width=2048, max_height=2048)
+EDIT2_LIMITS = ImageLimits(formats=("png", "jpeg", "webp"), max_width=4096, max_height=4096)
+EDIT1X_LIMITS = ImageLimits(
+    formats=("png", "jpeg", "webp"), max_width=4096, max_height=4096, min_side=64, max_aspect=3.0
+)
+
+
+def _gen(steps_default: int, cfg_default: float, **kw: object) -> EndpointSpec:
+    return EndpointSpec(
+        endpoint="generations",
+        prompt_max=512,
+        steps=NumberRange(1, 50, steps_default, integer=True),
+        cfg_scale=NumberRange(1, 10, cfg_default),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _i2i(cfg_default: float) -> EndpointSpec:
+    return EndpointSpec(
+        endpoint="image2image",
+        prompt_max=1024,
+        steps=NumberRange(1, 100, 50, integer=True),
+        cfg_scale=NumberRange(1, 10, cfg_default),
+        sizes=WXH_SIZES,
+        requires_source=True,
+        image_limits=SOURCE_LIMITS,
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    "step-image-edit-2": ModelSpec(
+        name="step-image-edit-2",
+        description="current, recommended; fast (8 steps); sizes are HEIGHTxWIDTH",
+        endpoints={
+            "generations": _gen(
+                8,
+                1.0,
+                sizes=EDIT2_SIZES,
+                size_order="HxW",
+                negative_prompt_max=512,
+                text_mode=True,
+                notes="negative_prompt is ignored when cfg_scale = 1.0",
+            ),
+            "edits": EndpointSpec(
+                endpoint="edits",
+                prompt_max=512,
+                steps=NumberRange(1, 50, 8, integer=True),
+                cfg_scale=NumberRange(1, 10, 1.0),
+                sizes=None,
+                default_size=None,
+                negative_prompt_max=512,
+                text_mode=True,
+                image_limits=EDIT2_LIMITS,
+                notes="output size = input size; size is ignored",
+            ),
+        },
+    ),
+    "step-2x-large": ModelSpec(
+        name="step-2x-large",
+        description="current",
+        endpoints={
+            "generations": _gen(50, 6.0, sizes=WXH_SIZES, source_image=True, image_limits=SOURCE_LIMITS),
+            "image2image": _i2i(6.0),
+        },
+    ),
+    "step-1x-medium": ModelSpec(
+        name="step-1x-medium",
+        status="retired",
+        retired_on=_dt.date(2026, 7, 8),
+        replacement="step-2x-large",
+        description="retired 2026-07-08, use step-2x-large; the only model with style_reference",
+        endpoints={
+            "generations": _gen(
+                50, 7.5, sizes=WXH_SIZES, style_reference=True, source_image=True, image_limits=SOURCE_LIMITS
+            ),
+            "image2image": _i2i(7.5),
+        },
+    ),
+    "step-1x-edit": ModelSpec(
+        name="step-1x-edit",
+        status="listed",
+        description="edits only (listed on one version of the edits page)",
+        endpoints={
+            "edits": EndpointSpec(
+                endpoint="edits",
+                prompt_max=512,
+                steps=NumberRange(1, 50, 28, integer=True),
+                cfg_scale=NumberRange(1, 10, 6.0),
+                sizes=EDIT1X_SIZES,
+                default_size="512x512",
+                text_mode=True,
+                image_limits=EDIT1X_LIMITS,
+                notes="square input -> that size; otherwise aspect kept at about size^2 area",
+            ),
+        },
+    ),
+}
+
+RATE_LIMIT_TIERS: dict[str, tuple[int, int]] = {
+    "V0": (5, 10),
+    "V1": (100, 1_000),
+    "V2": (200, 5_000),
+    "V3": (400, 10_000),
+    "V4": (1_000, 20_000),
+    "V5": (10_000, 200_000),
+}
+"""Per account, by cumulative top-up: tier -> (concurrency, requests per minute)."""
+
+
+def get_model(name: str) -> ModelSpec | None:
+    return MODELS.get(name)
+
+
+def models_for(endpoint: Endpoint) -> list[str]:
+    """Names of the models that serve ``endpoint``, in catalog order."""
+    return [name for name, spec in MODELS.items() if endpoint in spec.endpoints]
+
+
+def parse_size(size: str) -> tuple[int, int] | None:
+    """``"800x1280"`` -> ``(800, 1280)`` (first, second number as written), or ``None``."""
+    parts = size.lower().split("x") if isinstance(size, str) else []
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def pixel_size(size: str, order: Literal["WxH", "HxW"]) -> tuple[int, int] | None:
+    """The ``(width, height)`` in pixels that a ``size`` string means under ``order``."""
+    parsed = parse_size(size)
+    if parsed is None:
+        return None
+    return parsed if order == "WxH" else (parsed[1], parsed[0])
