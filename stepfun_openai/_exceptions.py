@@ -13,6 +13,7 @@ __all__ = [
     "ContentBlockedError",
     "InsufficientBalanceError",
     "StepFunRateLimitError",
+    "QuotaExceededError",
     "MalformedResponseError",
     "ContentFilteredError",
     "get_trace_id",
@@ -98,6 +99,10 @@ def parse_rate_limit_message(text: str) -> tuple[str | None, int | None, int | N
     if not match:
         return None, None, None
     return match.group("kind").lower(), int(match.group("current")), int(match.group("limit"))
+
+
+class QuotaExceededError(InsufficientBalanceError, openai.RateLimitError):
+    """HTTP 429 about balance or quota rather than request rate: waiting will not help. Not retried."""
 
 
 class StepFunRateLimitError(openai.RateLimitError):

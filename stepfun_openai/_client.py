@@ -1,0 +1,326 @@
+"""``StepFun`` and ``AsyncStepFun``: the OpenAI clients, pointed at StepFun and taught its ways."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncOpenAI, NotGiven, OpenAI, not_given
+from typing_extensions import Self
+
+from . import catalog
+from ._compat import RAW_RESPONSE_HEADER, FinalRequestOptions, cached_property, scrub_openai_environment
+from ._exceptions import (
+    ContentBlockedError,
+    InsufficientBalanceError,
+    QuotaExceededError,
+    StepFunRateLimitError,
+)
+from ._images import AsyncImages, Images
+from ._requests import ClientSettings, finish_images_response, malformed
+from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, acall_with_retries, call_with_retries
+from .types import StepFunImagesResponse
+
+__all__ = [
+    "API_KEY_ENV_VARS",
+    "DEFAULT_TIMEOUT",
+    "AsyncStepFun",
+    "StepFun",
+]
+
+API_KEY_ENV_VARS = ("STEPFUN_API_KEY", "STEP_API_KEY")
+BASE_URL_ENV_VAR = "STEPFUN_BASE_URL"
+
+DEFAULT_TIMEOUT = httpx2.Timeout(180.0, connect=10.0)
+"""Connect fails fast; reading waits long, because an image takes seconds to tens of seconds."""
+
+_QUOTA_WORDS = ("balance", "quota", "insufficient", "arrears", "余额", "欠费")
+
+
+class MissingAPIKeyError(openai.OpenAIError):
+    """No StepFun key was given or found in the environment."""
+
+
+def _resolve_api_key(api_key: str | None, enforce: bool) -> str:
+    if api_key:
+        return api_key
+    for name in API_KEY_ENV_VARS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    if not enforce:
+        return ""
+    raise MissingAPIKeyError(
+        "No StepFun API key: pass api_key=... or set STEPFUN_API_KEY (or STEP_API_KEY). "
+        "OPENAI_API_KEY is deliberately never used."
+    )
+
+
+def _resolve_base_url(base_url: str | httpx2.URL | None) -> str | httpx2.URL:
+    if base_url:
+        return base_url
+    return os.environ.get(BASE_URL_ENV_VAR) or catalog.DEFAULT_BASE_URL
+
+
+def _is_quota_message(body: object) -> bool:
+    message = body.get("message") if isinstance(body, Mapping) else body
+    error_type = body.get("type") if isinstance(body, Mapping) else None
+    if isinstance(error_type, str) and error_type != "rate_limited" and any(w in error_type for w in _QUOTA_WORDS):
+        return True
+    return isinstance(message, str) and "request limited" not in message and any(
+        word in message.lower() for word in _QUOTA_WORDS
+    )
+
+
+class _StepFunMixin:
+    """What the sync and async clients share."""
+
+    retry_policy: RetryPolicy
+    _stepfun_settings: ClientSettings
+
+    def _stepfun_setup(
+        self,
+        *,
+        max_retries: int | None,
+        retry_policy: RetryPolicy | None,
+        validate: bool,
+        stable_seed: bool,
+    ) -> None:
+        policy = retry_policy or DEFAULT_RETRY_POLICY
+        if max_retries is not None:
+            policy = policy.with_max_retries(max_retries)
+        self.retry_policy = policy
+        self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed)
+
+    @property
+    def validate(self) -> bool:
+        """Whether parameters are checked against the catalog before sending."""
+        return self._stepfun_settings.validate
+
+    @property
+    def stable_seed(self) -> bool:
+        """Whether the client picks the seed (when none is given) before the first attempt."""
+        return self._stepfun_settings.stable_seed
+
+    def _stepfun_copy_kwargs(
+        self,
+        *,
+        max_retries: int | NotGiven,
+        retry_policy: RetryPolicy | None,
+        validate: bool | None,
+        stable_seed: bool | None,
+        extra: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        policy = retry_policy or self.retry_policy
+        if not isinstance(max_retries, NotGiven):
+            policy = policy.with_max_retries(max_retries)
+        return {
+            # The base copy() forwards max_retries itself; it must be ours, not the SDK's 0.
+            "max_retries": policy.max_retries,
+            "_extra_kwargs": {
+                "retry_policy": policy,
+                "validate": self.validate if validate is None else validate,
+                "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
+                **extra,
+            },
+        }
+
+    def _make_status_error(self, err_msg: str, *, body: object, response: httpx2.Response) -> openai.APIStatusError:
+        data = body.get("error", body) if isinstance(body, Mapping) else body
+        status = response.status_code
+        error: openai.APIStatusError
+        if status == 402:
+            error = InsufficientBalanceError(err_msg, response=response, body=data)
+        elif status == 451:
+            error = ContentBlockedError(err_msg, response=response, body=data)
+        elif status == 429 and _is_quota_message(data):
+            error = QuotaExceededError(err_msg, response=response, body=data)
+        elif status == 429:
+            error = StepFunRateLimitError(err_msg, response=response, body=data)
+        else:
+            error = super()._make_status_error(err_msg, body=body, response=response)  # type: ignore[misc]
+        error.trace_id = response.headers.get("x-trace-id")  # type: ignore[attr-defined]
+        return error
+
+    def __repr__(self) -> str:
+        # Never the key: reprs end up in logs and tracebacks.
+        base_url = getattr(self, "base_url", "?")
+        return f"{type(self).__name__}(base_url={str(base_url)!r}, api_key=<hidden>, retry_policy={self.retry_policy!r})"
+
+
+def _is_image_call(cast_to: Any, response: httpx2.Response) -> bool:
+    """A parsed (not raw, not streamed) answer of one of the image endpoints."""
+    return cast_to is StepFunImagesResponse and not response.request.headers.get(RAW_RESPONSE_HEADER)
+
+
+def _finish(result: object, options: FinalRequestOptions, response: httpx2.Response) -> Any:
+    sent = options.json_data if isinstance(options.json_data, Mapping) else None
+    return finish_images_response(result, response, sent)
+
+
+def _invalid_json(exc: ValueError, response: httpx2.Response) -> Exception:
+    # JSONDecodeError and friends: a truncated or non-JSON body
+    return malformed(f"invalid JSON ({type(exc).__name__})", response)
+
+
+class StepFun(_StepFunMixin, OpenAI):
+    """The OpenAI client for StepFun.
+
+    ``api_key`` defaults to ``STEPFUN_API_KEY``, then ``STEP_API_KEY`` (never ``OPENAI_API_KEY``);
+    ``base_url`` to ``STEPFUN_BASE_URL``, then ``https://api.stepfun.com/v1``. ``max_retries`` and
+    ``retry_policy`` configure the retries (the SDK's own are off: tenacity owns them);
+    ``validate=False`` turns off the local checks against the catalog; ``stable_seed=False`` stops
+    the client from picking a seed when none is given. Every other keyword goes to ``OpenAI``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | httpx2.URL | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        validate: bool = True,
+        stable_seed: bool = True,
+        default_headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._stepfun_setup(
+            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed
+        )
+        super().__init__(
+            api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
+            base_url=_resolve_base_url(base_url),
+            max_retries=0,
+            timeout=DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout,
+            default_headers=default_headers,
+            **kwargs,
+        )
+        scrub_openai_environment(self, set(kwargs), default_headers)
+
+    @cached_property
+    def images(self) -> Images:
+        """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
+        return Images(self)
+
+    def copy(  # type: ignore[override]
+        self,
+        *,
+        max_retries: int | NotGiven = not_given,
+        retry_policy: RetryPolicy | None = None,
+        validate: bool | None = None,
+        stable_seed: bool | None = None,
+        _extra_kwargs: Mapping[str, Any] = {},
+        **kwargs: Any,
+    ) -> Self:
+        """A new client with the same settings, some overridden (``with_options`` is an alias)."""
+        ours = self._stepfun_copy_kwargs(
+            max_retries=max_retries,
+            retry_policy=retry_policy,
+            validate=validate,
+            stable_seed=stable_seed,
+            extra=_extra_kwargs,
+        )
+        return super().copy(**ours, **kwargs)
+
+    with_options = copy  # type: ignore[assignment]
+
+    def request(  # type: ignore[override]
+        self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        # The single place every endpoint passes through, inherited ones included.
+        return call_with_retries(
+            self.retry_policy,
+            lambda: super(StepFun, self).request(cast_to, options, stream=stream, stream_cls=stream_cls),
+        )
+
+    def _process_response(  # type: ignore[override]
+        self, *, cast_to: Any, options: FinalRequestOptions, response: httpx2.Response, **kwargs: Any
+    ) -> Any:
+        if not _is_image_call(cast_to, response):
+            return super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+        try:
+            result = super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+        except ValueError as exc:
+            raise _invalid_json(exc, response) from None
+        return _finish(result, options, response)
+
+
+class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
+    """The async twin of :class:`StepFun`, with the same arguments and behaviour."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | httpx2.URL | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        validate: bool = True,
+        stable_seed: bool = True,
+        default_headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._stepfun_setup(
+            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed
+        )
+        super().__init__(
+            api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
+            base_url=_resolve_base_url(base_url),
+            max_retries=0,
+            timeout=DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout,
+            default_headers=default_headers,
+            **kwargs,
+        )
+        scrub_openai_environment(self, set(kwargs), default_headers)
+
+    @cached_property
+    def images(self) -> AsyncImages:
+        """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
+        return AsyncImages(self)
+
+    def copy(  # type: ignore[override]
+        self,
+        *,
+        max_retries: int | NotGiven = not_given,
+        retry_policy: RetryPolicy | None = None,
+        validate: bool | None = None,
+        stable_seed: bool | None = None,
+        _extra_kwargs: Mapping[str, Any] = {},
+        **kwargs: Any,
+    ) -> Self:
+        """A new client with the same settings, some overridden (``with_options`` is an alias)."""
+        ours = self._stepfun_copy_kwargs(
+            max_retries=max_retries,
+            retry_policy=retry_policy,
+            validate=validate,
+            stable_seed=stable_seed,
+            extra=_extra_kwargs,
+        )
+        return super().copy(**ours, **kwargs)
+
+    with_options = copy  # type: ignore[assignment]
+
+    async def request(  # type: ignore[override]
+        self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
+    ) -> Any:
+        return await acall_with_retries(
+            self.retry_policy,
+            lambda: super(AsyncStepFun, self).request(cast_to, options, stream=stream, stream_cls=stream_cls),
+        )
+
+    async def _process_response(  # type: ignore[override]
+        self, *, cast_to: Any, options: FinalRequestOptions, response: httpx2.Response, **kwargs: Any
+    ) -> Any:
+        if not _is_image_call(cast_to, response):
+            return await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+        try:
+            result = await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+        except ValueError as exc:
+            raise _invalid_json(exc, response) from None
+        return _finish(result, options, response)

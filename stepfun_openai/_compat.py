@@ -1,0 +1,54 @@
+"""Every import of openai's private modules lives here, so an openai release that moves one
+breaks exactly one file. CI runs the tests against the lowest and the newest openai 3.x allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from openai import _legacy_response as legacy_response
+from openai._base_client import make_request_options
+from openai._compat import cached_property
+from openai._constants import RAW_RESPONSE_HEADER
+from openai._models import FinalRequestOptions
+from openai._resource import AsyncAPIResource, SyncAPIResource
+from openai._response import async_to_streamed_response_wrapper, to_streamed_response_wrapper
+from openai._streaming import AsyncStream, Stream
+from openai._types import Body, FileTypes, Headers, Query, ResponseT
+
+__all__ = [
+    "RAW_RESPONSE_HEADER",
+    "AsyncAPIResource",
+    "AsyncStream",
+    "Body",
+    "FileTypes",
+    "FinalRequestOptions",
+    "Headers",
+    "Query",
+    "ResponseT",
+    "Stream",
+    "SyncAPIResource",
+    "async_to_streamed_response_wrapper",
+    "cached_property",
+    "legacy_response",
+    "make_request_options",
+    "to_streamed_response_wrapper",
+]
+
+
+_OPENAI_ENV_ATTRIBUTES = ("organization", "project", "webhook_secret", "admin_api_key")
+
+
+def scrub_openai_environment(client: object, explicit: set[str], default_headers: object) -> None:
+    """Undo what the OpenAI base client read from ``OPENAI_*`` environment variables.
+
+    A StepFun client must never send a user's OpenAI organization, project, admin key or
+    ``OPENAI_CUSTOM_HEADERS`` (which may hold an Authorization header) to StepFun. Values the
+    caller passed explicitly are kept.
+    """
+    for name in _OPENAI_ENV_ATTRIBUTES:
+        if name not in explicit and hasattr(client, name):
+            setattr(client, name, None)
+    headers = dict(default_headers) if isinstance(default_headers, Mapping) else {}
+    client._custom_headers = headers  # type: ignore[attr-defined]
+    if hasattr(client, "_ambient_authorizations"):
+        client._ambient_authorizations = frozenset()  # type: ignore[attr-defined]

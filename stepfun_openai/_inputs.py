@@ -1,0 +1,172 @@
+"""Turning what a user has (a path, bytes, a file, a URL, base64) into what StepFun takes.
+
+JSON endpoints take a string: an http(s) URL as is, a ``data:`` URL, or (``source_image`` on
+generations, as the seed guide sends it) bare base64. The edits endpoint takes a file upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ._exceptions import StepFunValidationError
+from ._sniff import HEADER_BYTES, ImageInfo, sniff
+
+__all__ = [
+    "EncodedImage",
+    "decode_image_string",
+    "encode_image",
+    "image_bytes",
+    "inspect_image_string",
+]
+
+_ACCEPTED = "an http(s) URL, a data: URL, bare base64, a file path, bytes, a binary file object, or a PIL image"
+_BASE64_RE = re.compile(rb"^[A-Za-z0-9+/\r\n]+={0,2}$")
+_DATA_URL_RE = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.IGNORECASE)
+# 4 base64 characters carry 3 bytes: this many characters decode to HEADER_BYTES.
+_HEAD_CHARS = (HEADER_BYTES // 3) * 4
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image as it goes on the wire in a JSON body."""
+
+    text: str
+    """The string to send: an http(s) URL, a ``data:`` URL or bare base64."""
+    info: ImageInfo
+    nbytes: int | None
+    """Decoded size in bytes; ``None`` for a remote URL."""
+    is_url: bool = False
+
+
+def _is_http_url(value: str) -> bool:
+    return value[:8].lower().startswith(("http://", "https://"))
+
+
+def _read_source(value: Any, param: str) -> bytes | str:
+    """Bytes for local sources; the string itself for URL/data URL/base64 strings."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, os.PathLike):
+        return _read_file(os.fspath(value), param)
+    if isinstance(value, str):
+        if _is_http_url(value) or value[:5].lower() == "data:":
+            return value
+        if len(value) < 4096 and os.path.isfile(value):
+            return _read_file(value, param)
+        if len(value) >= 16 and _BASE64_RE.match(value[:_HEAD_CHARS].encode("ascii", "replace")):
+            return value
+        raise StepFunValidationError(param, value, f"expected {_ACCEPTED}; this is none of those (no such file?)")
+    if hasattr(value, "read"):
+        data = value.read()
+        if isinstance(data, str):
+            raise StepFunValidationError(param, value, "a file object must be opened in binary mode ('rb')")
+        return bytes(data)
+    pil = _from_pil(value)
+    if pil is not None:
+        return pil
+    raise StepFunValidationError(param, type(value).__name__, f"expected {_ACCEPTED}")
+
+
+def _from_pil(value: Any) -> bytes | None:
+    """A ``PIL.Image.Image`` becomes PNG bytes (JPEG for photos without alpha would be smaller,
+    but PNG is lossless and accepted everywhere)."""
+    module = type(value).__module__
+    if not module.startswith("PIL."):
+        return None
+    import io
+
+    buffer = io.BytesIO()
+    image = value
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _read_file(path: str, param: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise StepFunValidationError(param, path, f"could not read the file: {exc.strerror or exc}") from None
+
+
+def encode_image(value: Any, *, param: str, data_url: bool = True) -> EncodedImage:
+    """Encode an image input for a JSON body.
+
+    ``data_url=False`` gives bare base64 (``source_image`` on generations); strings the user
+    already encoded are sent as they are, never decoded and re-encoded.
+    """
+    source = _read_source(value, param)
+    if isinstance(source, str):
+        inspected = inspect_image_string(source, param=param)
+        if inspected.is_url:
+            return inspected
+        is_data_url = source[:5].lower() == "data:"
+        if data_url and not is_data_url:
+            source = f"data:{inspected.info.mime_type};base64,{source}"
+        elif not data_url and is_data_url:
+            source = source[source.index(",") + 1 :]
+        return EncodedImage(text=source, info=inspected.info, nbytes=inspected.nbytes)
+    info = sniff(source[:HEADER_BYTES])
+    encoded = base64.b64encode(source).decode("ascii")
+    if data_url:
+        encoded = f"data:{info.mime_type};base64,{encoded}"
+    return EncodedImage(text=encoded, info=info, nbytes=len(source))
+
+
+def inspect_image_string(text: str, *, param: str) -> EncodedImage:
+    """Format, pixel size and byte count of an image string, decoding only its first bytes."""
+    if _is_http_url(text):
+        return EncodedImage(text=text, info=ImageInfo(None, None, None), nbytes=None, is_url=True)
+    payload_start = 0
+    if text[:5].lower() == "data:":
+        match = _DATA_URL_RE.match(text[:200])
+        if not match:
+            raise StepFunValidationError(param, text, "a data: URL must look like data:image/png;base64,<data>")
+        payload_start = match.end()
+    head_chars = text[payload_start : payload_start + _HEAD_CHARS]
+    try:
+        head = base64.b64decode(_pad(head_chars))
+    except (binascii.Error, ValueError):
+        raise StepFunValidationError(param, text, f"not valid base64; expected {_ACCEPTED}") from None
+    payload_len = len(text) - payload_start
+    nbytes = payload_len * 3 // 4 - (text.endswith("==") + text.endswith("="))
+    return EncodedImage(text=text, info=sniff(head), nbytes=nbytes)
+
+
+def _pad(chars: str) -> str:
+    chars = "".join(chars.split())
+    usable = len(chars) - len(chars) % 4
+    return chars[:usable]
+
+
+def decode_image_string(text: str, *, param: str) -> bytes:
+    """The bytes behind a data URL or bare base64 string."""
+    start = 0
+    if text[:5].lower() == "data:":
+        match = _DATA_URL_RE.match(text[:200])
+        if not match:
+            raise StepFunValidationError(param, text, "a data: URL must look like data:image/png;base64,<data>")
+        start = match.end()
+    try:
+        return base64.b64decode(text[start:], validate=False)
+    except (binascii.Error, ValueError):
+        raise StepFunValidationError(param, text, f"not valid base64; expected {_ACCEPTED}") from None
+
+
+def image_bytes(value: Any, *, param: str) -> bytes:
+    """Raw bytes of an image input, for multipart uploads. URLs are not fetched."""
+    source = _read_source(value, param)
+    if isinstance(source, bytes):
+        return source
+    if _is_http_url(source):
+        raise StepFunValidationError(
+            param, source, "the edits endpoint uploads a file; pass a path, bytes, a file object or base64, not a URL"
+        )
+    return decode_image_string(source, param=param)

@@ -1,0 +1,87 @@
+"""Typed StepFun request and response objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, List, Literal, Optional, Union
+
+from openai.types import Image as _OpenAIImage
+from openai.types import ImagesResponse as _OpenAIImagesResponse
+from pydantic import PrivateAttr, model_validator
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+__all__ = ["ImageInput", "StepFunImage", "StepFunImagesResponse", "StyleReference"]
+
+ImageInput = Union[str, "PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Any]
+"""An image going in: an http(s) URL (sent as is), a ``data:`` URL, bare base64, a file path
+(``str`` or ``Path``), raw bytes, a binary file object, or (with Pillow) a ``PIL.Image.Image``."""
+
+
+@dataclass(frozen=True)
+class StyleReference:
+    """``style_reference`` for ``images.generate`` (step-1x-medium): the image whose style to borrow
+    and how strongly (``weight`` in (0, 2], default 1; 0.5-1.5 recommended, higher leaks content)."""
+
+    image: ImageInput
+    weight: float | None = None
+
+
+def ensure_private(model: Any) -> None:
+    """openai builds responses with ``construct`` (no validation), which leaves pydantic's private
+    attributes uninitialised; give them their defaults so helpers can rely on them."""
+    if getattr(model, "__pydantic_private__", None) is None:
+        defaults: dict[str, Any] = {}
+        for name, attr in type(model).__private_attributes__.items():
+            default = attr.get_default()
+            defaults[name] = default
+        object.__setattr__(model, "__pydantic_private__", defaults)
+
+
+class StepFunImage(_OpenAIImage):
+    """One generated image: openai's ``Image`` plus StepFun's ``seed`` and ``finish_reason``."""
+
+    seed: Optional[int] = None
+    """The seed used: the request's, or the one StepFun chose at random."""
+
+    finish_reason: Optional[Union[Literal["success", "content_filtered"], str]] = None
+    """``success``, or ``content_filtered`` (generated but blocked by moderation: unusable)."""
+
+    image: Optional[str] = None
+    """Legacy name of ``b64_json`` in an older StepFun doc; copied into ``b64_json`` on parse."""
+
+    _context: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_image_field(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("b64_json") is None and data.get("image") is not None:
+            data = {**data, "b64_json": data["image"]}
+        return data
+
+    @property
+    def content_filtered(self) -> bool:
+        """True when StepFun's moderation marked this image ``content_filtered``."""
+        return self.finish_reason == "content_filtered"
+
+
+class StepFunImagesResponse(_OpenAIImagesResponse):
+    """The response of all three image endpoints. ``id`` and ``created`` may be absent."""
+
+    created: Optional[int] = None  # type: ignore[assignment]
+    id: Optional[str] = None
+    data: Optional[List[StepFunImage]] = None  # type: ignore[assignment]
+
+    _trace_id: Optional[str] = PrivateAttr(default=None)
+    _request: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def trace_id(self) -> str | None:
+        """StepFun's ``X-Trace-Id`` for this call (support asks for it)."""
+        return self._trace_id
+
+    @property
+    def images(self) -> list[StepFunImage]:
+        """``data``, or an empty list when the response had none."""
+        return list(self.data or [])
