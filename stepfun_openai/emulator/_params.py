@@ -27,10 +27,10 @@ __all__ = [
     "ApiError",
     "ImageInput",
     "ImageRequest",
-    "invalid",
-    "parse_json_request",
-    "parse_edit_request",
     "fetch_loopback",
+    "invalid",
+    "parse_edit_request",
+    "parse_json_request",
     "sanitize",
 ]
 
@@ -353,7 +353,7 @@ def fetch_loopback(name: str, url: str, *, max_bytes: int = catalog.MAX_IMAGE_BY
             f"(127.0.0.1, localhost, ::1), not {host!r}; send a data URL or base64 instead",
         )
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback checked above)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             data: bytes = response.read(max_bytes + 1)
     except (urllib.error.URLError, OSError) as exc:
         raise invalid(name, f"a URL that can be downloaded (fetching {url} failed: {exc})") from None

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GRID", "RenderJob", "render_png", "read_png_metadata", "decode_rgb", "RenderCache", "METADATA_KEY"]
+__all__ = ["GRID", "METADATA_KEY", "RenderCache", "RenderJob", "decode_rgb", "read_png_metadata", "render_png"]
 
 GRID = 64
 """Cells along the longer side of the colour grid."""
@@ -59,7 +59,8 @@ def _generated_grid(job: RenderJob, cols: int, rows: int) -> list[float]:
     # as StepFun's guide promises; the prompt and the other parameters move the shapes.
     palette = random.Random(job.seed)
     colours = [[palette.randrange(256) for _ in range(3)] for _ in range(3)]
-    shapes = random.Random(int.from_bytes(hashlib.sha256(job.content_key + job.seed.to_bytes(8, "big")).digest()[:8]))
+    content = hashlib.sha256(job.content_key + job.seed.to_bytes(8, "big")).digest()
+    shapes = random.Random(int.from_bytes(content[:8], "big"))
     waves = [(shapes.uniform(0.5, 3.0), shapes.uniform(-3.0, 3.0), shapes.uniform(0, math.tau)) for _ in range(2)]
     noise = shapes.randbytes(cols * rows)
     # sin(a + b) = sin a cos b + cos a sin b: per-row and per-column tables keep the cell loop cheap.
@@ -107,7 +108,7 @@ def render_png(job: RenderJob) -> bytes:
         if job.source is not None:
             source = decode_grid(job.source, cols, rows)
             keep = 1.0 - (job.source_weight if job.source_weight is not None else 1.0 - _EDIT_SOURCE_KEEP)
-            grid = [g + (s - g) * keep for g, s in zip(grid, source)]
+            grid = [g + (s - g) * keep for g, s in zip(grid, source, strict=True)]
         if job.style is not None:
             grid = _pull_towards(grid, _mean_colour(decode_grid(job.style, cols, rows)), job.style_weight or 1.0)
     cells = bytes(0 if v < 0 else 255 if v > 255 else int(v + 0.5) for v in grid)
@@ -220,7 +221,7 @@ def _unfilter(raw: bytes, width: int, height: int, bpp: int) -> bytes:
             for i in range(bpp, stride):
                 line[i] = (line[i] + line[i - bpp]) & 0xFF
         elif kind == 2:
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev))
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev, strict=True))
         elif kind == 3:
             for i in range(stride):
                 left = line[i - bpp] if i >= bpp else 0
@@ -279,7 +280,7 @@ def _pillow_grid(data: bytes, cols: int, rows: int) -> list[float] | None:
             image.draft("RGB", (cols, rows))  # JPEG: decode at a reduced scale
             small = image.convert("RGB").resize((cols, rows))
             return [float(v) for v in small.tobytes()]
-    except Exception:  # noqa: BLE001 (any undecodable source falls back to a colour)
+    except Exception:
         return None
 
 

@@ -1,0 +1,588 @@
+"""The HTTP side: routing, auth, limits, faults, responses, presigned image URLs, introspection."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .. import catalog
+from ._faults import FAULT_KINDS, STATUS_FAULTS, FaultInjector
+from ._params import ApiError, ImageRequest, fetch_loopback, invalid, parse_edit_request, parse_json_request, sanitize
+from ._ratelimit import RateLimiter, rate_limit_message
+from ._render import RenderCache, RenderJob
+
+__all__ = ["MAX_BODY_BYTES", "EmulatorConfig", "EmulatorState", "make_server"]
+
+MAX_BODY_BYTES = 20 * 1024 * 1024
+"""DECIDED: a 10 MB image as base64 inside JSON (about 14 MB) fits."""
+
+_DRAIN_LIMIT = 256 * 1024 * 1024
+"""Above this an oversized body is not read to the end; the connection is simply closed."""
+
+PREFIXES = ("/v1", "/step_plan/v1")
+_ENDPOINT_ROUTES: dict[str, tuple[str, catalog.Endpoint]] = {
+    f"{prefix}/images/{endpoint}": (prefix, endpoint)
+    for prefix in PREFIXES
+    for endpoint in catalog.ENDPOINTS
+    if not (prefix == "/step_plan/v1" and endpoint == "image2image")  # step_plan has no image2image
+}
+_IMAGE_PATH = re.compile(r"^/image_gen/(\d{8})/([0-9a-f]{32})\.png$")
+_INTROSPECTION: dict[str, str] = {
+    "/_emulator/stats": "GET",
+    "/_emulator/requests": "GET",
+    "/_emulator/reset": "POST",
+}
+_TOS_ALGORITHM = "TOS4-HMAC-SHA256"
+_TOS_DATE = "%Y%m%dT%H%M%SZ"
+_HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
+    b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Every knob of the emulator; the CLI flags and ``Emulator(**options)`` map onto it."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str | None = None
+    """Only this bearer key is accepted; ``None`` accepts any non-empty key."""
+    latency: float = 0.0
+    tier: str | None = None
+    rpm: int | None = None
+    concurrency: int | None = None
+    retry_after: float | None = None
+    """Seconds sent as ``Retry-After`` on 429 and 503; ``None`` sends no such header."""
+    faults: Mapping[str, float] = field(default_factory=dict)
+    fault_seed: int | None = None
+    slow_seconds: float = 30.0
+    url_ttl: int = 3600
+    block_words: tuple[str, ...] = ()
+    """A prompt containing one of these gets 451 ``censorship_blocked``."""
+    filter_words: tuple[str, ...] = ()
+    """A prompt containing one of these gets a 200 with ``finish_reason: content_filtered``."""
+    max_body_bytes: int = MAX_BODY_BYTES
+    clock: Callable[[], float] = time.time
+    """Wall clock for ``created``, URL expiry and the RPM window; tests inject a fake one."""
+    verbose: bool = False
+
+    def limits(self) -> tuple[int | None, int | None]:
+        """``(concurrency, rpm)``: explicit values win over the tier's."""
+        concurrency, rpm = self.concurrency, self.rpm
+        if self.tier is not None:
+            if self.tier not in catalog.RATE_LIMIT_TIERS:
+                raise ValueError(f"unknown tier {self.tier!r}; known: {', '.join(catalog.RATE_LIMIT_TIERS)}")
+            tier_concurrency, tier_rpm = catalog.RATE_LIMIT_TIERS[self.tier]
+            concurrency = tier_concurrency if concurrency is None else concurrency
+            rpm = tier_rpm if rpm is None else rpm
+        return concurrency, rpm
+
+
+class EmulatorState:
+    """What the request threads share."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        concurrency, rpm = config.limits()
+        self.limiter = RateLimiter(rpm=rpm, concurrency=concurrency, clock=config.clock)
+        self.faults = FaultInjector(config.faults, config.fault_seed)
+        self.cache = RenderCache()
+        self.secret = secrets.token_bytes(32)
+        self.access_key = "AKLT" + secrets.token_hex(16)
+        self.stopping = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        self._lock = threading.Lock()
+        self._images: OrderedDict[str, bytes] = OrderedDict()
+        self._image_bytes = 0
+        self._log: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._by_path: Counter[str] = Counter()
+        self._by_status: Counter[str] = Counter()
+        self._by_fault: Counter[str] = Counter()
+
+    # --- introspection -------------------------------------------------------------------------
+
+    def record(self, entry: dict[str, Any]) -> None:
+        path = entry["path"]
+        key = "/image_gen/*" if path.startswith("/image_gen/") else path
+        with self._lock:
+            self._log.append(entry)
+            self._by_path[key] += 1
+            self._by_status[str(entry["status"])] += 1
+            if entry.get("fault"):
+                self._by_fault[entry["fault"]] += 1
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": sum(self._by_path.values()),
+                "by_path": dict(self._by_path),
+                "by_status": dict(self._by_status),
+                "by_fault": dict(self._by_fault),
+                "in_flight": self.limiter.in_flight,
+            }
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(entry) for entry in self._log]
+
+    def reset(self) -> None:
+        """Forget counters, the request log, the RPM window; restart the fault sequence."""
+        with self._lock:
+            self._log.clear()
+            self._by_path.clear()
+            self._by_status.clear()
+            self._by_fault.clear()
+        self.limiter.reset()
+        self.faults.reset()
+        self.gate.set()
+
+    # --- presigned image URLs ------------------------------------------------------------------
+
+    _IMAGE_STORE_BYTES = 512 * 1024 * 1024
+
+    def store_image(self, png: bytes, host: str) -> str:
+        image_id = uuid.uuid4().hex
+        now = dt.datetime.fromtimestamp(self.config.clock(), dt.timezone.utc)
+        day, stamp = now.strftime("%Y%m%d"), now.strftime(_TOS_DATE)
+        path = f"/image_gen/{day}/{image_id}.png"
+        expires = str(self.config.url_ttl)
+        query = urllib.parse.urlencode(
+            {
+                "X-Tos-Algorithm": _TOS_ALGORITHM,
+                "X-Tos-Credential": f"{self.access_key}/{day}/cn-shanghai/tos/request",
+                "X-Tos-Date": stamp,
+                "X-Tos-Expires": expires,
+                "X-Tos-Signature": self._sign(path, stamp, expires),
+                "X-Tos-SignedHeaders": "host",
+            }
+        )
+        with self._lock:
+            self._images[image_id] = png
+            self._image_bytes += len(png)
+            # Bounded like a bucket with a lifecycle rule: old images go first.
+            while self._image_bytes > self._IMAGE_STORE_BYTES and len(self._images) > 1:
+                _, old = self._images.popitem(last=False)
+                self._image_bytes -= len(old)
+        return f"http://{host}{path}?{query}"
+
+    def _sign(self, path: str, stamp: str, expires: str) -> str:
+        return hmac.new(self.secret, f"{path}\n{stamp}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def fetch_image(self, path: str, query: Mapping[str, str]) -> tuple[int, str, bytes | None]:
+        """``(status, reason, png)`` for a GET of a presigned URL."""
+        match = _IMAGE_PATH.match(path)
+        stamp, expires, signature = (query.get(k, "") for k in ("X-Tos-Date", "X-Tos-Expires", "X-Tos-Signature"))
+        if match is None:
+            return 404, "NoSuchKey", None
+        if not hmac.compare_digest(self._sign(path, stamp, expires), signature):
+            return 403, "SignatureDoesNotMatch", None
+        try:
+            signed_at = dt.datetime.strptime(stamp, _TOS_DATE).replace(tzinfo=dt.timezone.utc).timestamp()
+            ttl = int(expires)
+        except ValueError:
+            return 403, "AccessDenied", None
+        if self.config.clock() > signed_at + ttl:
+            return 403, "AccessDenied: Request has expired", None
+        with self._lock:
+            png = self._images.get(match.group(2))
+        return (200, "OK", png) if png is not None else (404, "NoSuchKey", None)
+
+    # --- rendering -----------------------------------------------------------------------------
+
+    def render(self, request: ImageRequest, seed: int, *, blank: bool) -> bytes:
+        resolved = {
+            "endpoint": request.endpoint,
+            "model": request.model,
+            "prompt": request.prompt,
+            "width": request.width,
+            "height": request.height,
+            "seed": seed,
+            "steps": request.steps,
+            "cfg_scale": request.cfg_scale,
+            "negative_prompt": request.negative_prompt,
+            "text_mode": request.text_mode,
+            "source": request.source.digest if request.source else None,
+            "source_weight": request.source_weight,
+            "style": request.style.digest if request.style else None,
+            "style_weight": request.style_weight,
+        }
+        metadata = {"received": request.received, "resolved": resolved, "content_filtered": blank}
+        canonical = json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode()
+        job = RenderJob(
+            width=request.width,
+            height=request.height,
+            seed=seed,
+            # The picture depends on what was resolved, not on how it was asked for (url vs b64).
+            content_key=json.dumps(resolved, sort_keys=True, ensure_ascii=False).encode(),
+            metadata=metadata,
+            source=request.source.data if request.source else None,
+            source_weight=request.source_weight,
+            style=request.style.data if request.style else None,
+            style_weight=request.style_weight,
+            blank=blank,
+        )
+        return self.cache.render(hashlib.sha256(canonical).digest(), job)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        if ":" in state.config.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((state.config.host, state.config.port), _Handler)
+
+
+def make_server(config: EmulatorConfig) -> ThreadingHTTPServer:
+    """A bound (not yet serving) server; ``serve_forever()`` it in a thread."""
+    return _Server(EmulatorState(config))
+
+
+class _BodyTooLarge(Exception):
+    def __init__(self, drained: bool) -> None:
+        self.drained = drained
+
+
+def _multipart(body: bytes, content_type: str) -> tuple[dict[str, str], dict[str, bytes]]:
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not match:
+        raise invalid("body", "multipart/form-data with a boundary")
+    delimiter = b"--" + match.group(1).encode("latin-1")
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    parts = body.split(delimiter)
+    if len(parts) < 3:
+        raise invalid("body", "multipart/form-data with an image file and a prompt")
+    for part in parts[1:-1]:
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            raise invalid("body", "multipart/form-data with an image file and a prompt")
+        content = content[:-2] if content.endswith(b"\r\n") else content
+        disposition = next(
+            (
+                h
+                for h in head.decode("utf-8", "replace").split("\r\n")
+                if ":" in h and h.split(":", 1)[0].strip().lower() == "content-disposition"
+            ),
+            "",
+        )
+        name = re.search(r'\bname="([^"]*)"', disposition)
+        if not name:
+            continue
+        if re.search(r"\bfilename\*?=", disposition):
+            files.setdefault(name.group(1), content)
+        else:
+            fields[name.group(1)] = content.decode("utf-8", "replace")
+    return fields, files
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    server_version = "stepfun-emulator"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.state.config.verbose:
+            super().log_message(format, *args)
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> EmulatorState:
+        return self.server.state
+
+    def _read_body(self) -> bytes:
+        limit = self.state.config.max_body_bytes
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks, total = [], 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                total += size
+                chunk = self.rfile.read(size)
+                self.rfile.readline()
+                if total <= limit:
+                    chunks.append(chunk)
+                elif total > _DRAIN_LIMIT:
+                    raise _BodyTooLarge(drained=False)
+            if total > limit:
+                raise _BodyTooLarge(drained=True)
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > limit:
+            if length > _DRAIN_LIMIT:
+                raise _BodyTooLarge(drained=False)
+            # Read it all so that the client, still sending, sees the 413 instead of a reset.
+            remaining = length
+            while remaining > 0:
+                got = self.rfile.read(min(remaining, 1 << 20))
+                if not got:
+                    break
+                remaining -= len(got)
+            raise _BodyTooLarge(drained=True)
+        return self.rfile.read(length) if length else b""
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        *,
+        close: bool = False,
+        cut_after: int | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Trace-Id", self._trace_id)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if cut_after is None:
+            self.wfile.write(body)
+            return
+        # The "reset" fault: part of the promised body, then the connection is dropped.
+        self.wfile.write(body[:cut_after])
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send_json(self, status: int, payload: object, headers: Mapping[str, str] | None = None, **kw: Any) -> None:
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers, **kw)
+
+    def _send_error(self, error: ApiError) -> None:
+        self._entry["error"] = error.type
+        self._send_json(error.status, error.body(), error.headers)
+
+    def _dispatch(self, method: str) -> None:
+        self._trace_id = uuid.uuid4().hex
+        split = urllib.parse.urlsplit(self.path)
+        path = split.path
+        tag = self.headers.get("X-Request-Tag") or self.headers.get("X-Emulator-Tag")
+        self._entry: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "status": None,
+            "trace_id": self._trace_id,
+            "tag": tag,
+            "time": self.state.config.clock(),
+        }
+        try:
+            body = self._read_body()
+        except _BodyTooLarge as exc:
+            limit_mb = self.state.config.max_body_bytes // (1024 * 1024)
+            error = ApiError(413, "request_too_large", f"Request body too large: the limit is {limit_mb} MB")
+            self._entry["status"] = 413
+            self._send_json(413, error.body(), close=True)
+            if not exc.drained:
+                self.close_connection = True
+            self.state.record(self._entry)
+            return
+        except (ValueError, OSError):
+            self._entry["status"] = 400
+            self._send_json(400, invalid("body", "a well-formed HTTP body").body(), close=True)
+            self.state.record(self._entry)
+            return
+
+        if path in _INTROSPECTION:
+            if method != _INTROSPECTION[path]:
+                self._method_not_allowed(_INTROSPECTION[path])
+            else:
+                self._introspect(path)
+            return  # introspection is not itself recorded
+        try:
+            self._route(method, path, split.query, body)
+        finally:
+            self._entry["status"] = self._entry["status"] or 0
+            self.state.record(self._entry)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        entry = getattr(self, "_entry", None)  # absent when the request line itself was bad
+        if entry is not None:
+            entry["status"] = code
+        super().send_response(code, message)
+
+    def _method_not_allowed(self, allowed: str) -> None:
+        error = ApiError(405, "method_not_allowed", f"Method {self.command} is not allowed here; use {allowed}")
+        self._send_json(405, error.body(), {"Allow": allowed})
+
+    def _introspect(self, path: str) -> None:
+        if path == "/_emulator/stats":
+            self._send_json(200, self.state.stats())
+        elif path == "/_emulator/requests":
+            self._send_json(200, self.state.requests())
+        else:
+            self.state.reset()
+            self._send_json(200, {"reset": True})
+
+    def _route(self, method: str, path: str, query: str, body: bytes) -> None:
+        if path.startswith("/image_gen/"):
+            if method not in ("GET", "HEAD"):
+                self._method_not_allowed("GET, HEAD")
+                return
+            params = dict(urllib.parse.parse_qsl(query))
+            status, reason, png = self.state.fetch_image(path, params)
+            if png is None:
+                code = reason.split(":")[0]
+                self._send_json(status, {"Code": code, "Message": reason, "RequestId": self._trace_id})
+            else:
+                self._send(200, png, "image/png")
+            return
+        route = _ENDPOINT_ROUTES.get(path)
+        if route is None:
+            self._send(404, b"404 page not found", "text/plain; charset=utf-8")
+            return
+        if method != "POST":
+            self._method_not_allowed("POST")
+            return
+        self._entry["endpoint"] = route[1]
+        try:
+            self._authenticate()
+            self._image_request(route[1], body)
+        except ApiError as error:
+            self._send_error(error)
+
+    def _authenticate(self) -> None:
+        scheme, _, key = self.headers.get("Authorization", "").partition(" ")
+        expected = self.state.config.api_key
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key or (expected is not None and not hmac.compare_digest(key, expected)):
+            raise ApiError(401, "invalid_api_key", "Incorrect API key provided")
+
+    def _retry_after(self) -> dict[str, str]:
+        seconds = self.state.config.retry_after
+        return {} if seconds is None else {"Retry-After": f"{seconds:g}"}
+
+    def _image_request(self, endpoint: catalog.Endpoint, body: bytes) -> None:
+        state = self.state
+        refused = state.limiter.acquire()
+        if refused is not None:
+            raise ApiError(429, "rate_limited", refused, self._retry_after())
+        try:
+            self._admitted(endpoint, body)
+        finally:
+            state.limiter.release()
+
+    def _admitted(self, endpoint: catalog.Endpoint, body: bytes) -> None:
+        state = self.state
+        forced = self.headers.get("X-Emulator-Fault")
+        if forced is not None and forced.strip() not in FAULT_KINDS:
+            raise invalid("X-Emulator-Fault", "one of " + ",".join(FAULT_KINDS))
+        fault = forced.strip() if forced is not None else state.faults.draw()
+        self._entry["fault"] = fault
+        if fault in STATUS_FAULTS:
+            status, type_, message = STATUS_FAULTS[fault]
+            if fault == "429":
+                _, rpm = state.config.limits()
+                limit = rpm or catalog.RATE_LIMIT_TIERS["V0"][1]
+                message = rate_limit_message("RPM", limit + 1, limit)
+            headers = self._retry_after() if status in (429, 503) else {}
+            raise ApiError(status, type_, message, headers)
+        if fault == "html":
+            self._send(502, _HTML_502, "text/html")
+            return
+        if fault == "slow":
+            state.stopping.wait(state.config.slow_seconds)
+
+        content_type = self.headers.get("Content-Type", "")
+        fetch = fetch_loopback
+        if endpoint == "edits" and content_type.lower().startswith("multipart/"):
+            fields, files = _multipart(body, content_type)
+            self._entry["fields"] = sanitize({**fields, **{name: data for name, data in files.items()}})
+            self._entry["form_fields"] = sorted([*fields, *files])
+            request = parse_edit_request(fields, files, fetch)
+        else:
+            try:
+                self._entry["fields"] = sanitize(json.loads(body))
+            except ValueError:
+                self._entry["fields"] = None
+            request = parse_json_request(endpoint, body, fetch)
+        self._entry["model"] = request.model
+
+        prompt = request.prompt.lower()
+        if any(word.lower() in prompt for word in state.config.block_words):
+            raise ApiError(451, "censorship_blocked", STATUS_FAULTS["451"][2])
+        filtered = any(word.lower() in prompt for word in state.config.filter_words)
+
+        state.gate.wait()
+        if state.config.latency > 0:
+            state.stopping.wait(state.config.latency)
+
+        seed = request.seed or secrets.randbelow(catalog.SEED_MAX) + 1
+        self._entry["seed"] = seed
+        png = state.render(request, seed, blank=filtered)
+        item: dict[str, Any] = {"finish_reason": "content_filtered" if filtered else "success", "seed": seed}
+        self._entry["finish_reason"] = item["finish_reason"]
+        if fault == "bad-b64":
+            item["b64_json"] = "%%not*base64%%" + base64.b64encode(png[:32]).decode()
+        elif request.response_format == "b64_json":
+            item["b64_json"] = base64.b64encode(png).decode()
+        else:
+            host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+            item["url"] = state.store_image(png, host)
+        payload = {
+            "id": f"{uuid.uuid4().hex}.{uuid.uuid4().hex}",
+            "created": int(state.config.clock()),
+            "data": [] if fault == "empty-data" else [item],
+        }
+        encoded = json.dumps(payload).encode()
+        if fault == "malformed":
+            self._send(200, encoded[: len(encoded) // 2])
+        elif fault == "reset":
+            self._send(200, encoded, cut_after=len(encoded) // 2)
+        else:
+            self._send(200, encoded)
