@@ -70,8 +70,10 @@ def _is_quota_message(body: object) -> bool:
     error_type = body.get("type") if isinstance(body, Mapping) else None
     if isinstance(error_type, str) and error_type != "rate_limited" and any(w in error_type for w in _QUOTA_WORDS):
         return True
-    return isinstance(message, str) and "request limited" not in message and any(
-        word in message.lower() for word in _QUOTA_WORDS
+    return (
+        isinstance(message, str)
+        and "request limited" not in message
+        and any(word in message.lower() for word in _QUOTA_WORDS)
     )
 
 
@@ -148,7 +150,9 @@ class _StepFunMixin:
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs and tracebacks.
         base_url = getattr(self, "base_url", "?")
-        return f"{type(self).__name__}(base_url={str(base_url)!r}, api_key=<hidden>, retry_policy={self.retry_policy!r})"
+        return (
+            f"{type(self).__name__}(base_url={str(base_url)!r}, api_key=<hidden>, retry_policy={self.retry_policy!r})"
+        )
 
 
 def _is_image_call(cast_to: Any, response: httpx2.Response) -> bool:
@@ -183,7 +187,7 @@ class StepFun(_StepFunMixin, OpenAI):
         base_url: str | httpx2.URL | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
         validate: bool = True,
         stable_seed: bool = True,
         default_headers: Mapping[str, str] | None = None,
@@ -207,7 +211,7 @@ class StepFun(_StepFunMixin, OpenAI):
         """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
         return Images(self)
 
-    def copy(  # type: ignore[override]
+    def copy(
         self,
         *,
         max_retries: int | NotGiven = not_given,
@@ -227,9 +231,9 @@ class StepFun(_StepFunMixin, OpenAI):
         )
         return super().copy(**ours, **kwargs)
 
-    with_options = copy  # type: ignore[assignment]
+    with_options = copy
 
-    def request(  # type: ignore[override]
+    def request(
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
         # The single place every endpoint passes through, inherited ones included.
@@ -238,7 +242,7 @@ class StepFun(_StepFunMixin, OpenAI):
             lambda: super(StepFun, self).request(cast_to, options, stream=stream, stream_cls=stream_cls),
         )
 
-    def _process_response(  # type: ignore[override]
+    def _process_response(
         self, *, cast_to: Any, options: FinalRequestOptions, response: httpx2.Response, **kwargs: Any
     ) -> Any:
         if not _is_image_call(cast_to, response):
@@ -260,7 +264,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         base_url: str | httpx2.URL | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
         validate: bool = True,
         stable_seed: bool = True,
         default_headers: Mapping[str, str] | None = None,
@@ -284,7 +288,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
         return AsyncImages(self)
 
-    def copy(  # type: ignore[override]
+    def copy(
         self,
         *,
         max_retries: int | NotGiven = not_given,
@@ -304,9 +308,9 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         )
         return super().copy(**ours, **kwargs)
 
-    with_options = copy  # type: ignore[assignment]
+    with_options = copy
 
-    async def request(  # type: ignore[override]
+    async def request(
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
         return await acall_with_retries(
@@ -314,7 +318,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
             lambda: super(AsyncStepFun, self).request(cast_to, options, stream=stream, stream_cls=stream_cls),
         )
 
-    async def _process_response(  # type: ignore[override]
+    async def _process_response(
         self, *, cast_to: Any, options: FinalRequestOptions, response: httpx2.Response, **kwargs: Any
     ) -> Any:
         if not _is_image_call(cast_to, response):

@@ -51,4 +51,4 @@ def scrub_openai_environment(client: object, explicit: set[str], default_headers
     headers = dict(default_headers) if isinstance(default_headers, Mapping) else {}
     client._custom_headers = headers  # type: ignore[attr-defined]
     if hasattr(client, "_ambient_authorizations"):
-        client._ambient_authorizations = frozenset()  # type: ignore[attr-defined]
+        client._ambient_authorizations = frozenset()

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import httpx2
 import openai
 
 __all__ = [
-    "StepFunValidationError",
     "ContentBlockedError",
-    "InsufficientBalanceError",
-    "StepFunRateLimitError",
-    "QuotaExceededError",
-    "MalformedResponseError",
     "ContentFilteredError",
+    "InsufficientBalanceError",
+    "MalformedResponseError",
+    "QuotaExceededError",
+    "StepFunRateLimitError",
+    "StepFunValidationError",
     "get_trace_id",
 ]
 

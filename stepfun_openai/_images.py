@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 from openai import NotGiven, Omit, not_given, omit
+from openai.resources import images as _openai_images
 from openai.resources.images import AsyncImages as _AsyncImages
 from openai.resources.images import Images as _Images
 
@@ -37,7 +38,7 @@ def _settings(client: Any) -> ClientSettings:
 def _options(
     extra_headers: Headers | None,
     extra_query: Query | None,
-    timeout: float | httpx2.Timeout | None | NotGiven,
+    timeout: float | httpx2.Timeout | NotGiven | None,
     multipart: bool = False,
 ) -> Any:
     headers = {"Content-Type": "multipart/form-data", **(extra_headers or {})} if multipart else extra_headers
@@ -80,7 +81,7 @@ class Images(_Images):
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
     ) -> StepFunImagesResponse:
         """Text to image (``POST /images/generations``).
 
@@ -144,7 +145,7 @@ class Images(_Images):
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
     ) -> StepFunImagesResponse:
         """Image to image (``POST /images/image2image``; not in the OpenAI SDK).
 
@@ -199,7 +200,7 @@ class Images(_Images):
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
     ) -> StepFunImagesResponse:
         """Edit an image by instruction (``POST /images/edits``, multipart).
 
@@ -269,7 +270,7 @@ class AsyncImages(_AsyncImages):
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
     ) -> StepFunImagesResponse:
         """Text to image; see :meth:`Images.generate`."""
         body = prepare_json(
@@ -315,7 +316,7 @@ class AsyncImages(_AsyncImages):
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
     ) -> StepFunImagesResponse:
         """Image to image; see :meth:`Images.image2image`."""
         body = prepare_json(
@@ -359,7 +360,7 @@ class AsyncImages(_AsyncImages):
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
-        timeout: float | httpx2.Timeout | None | NotGiven = not_given,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
     ) -> StepFunImagesResponse:
         """Edit an image by instruction; see :meth:`Images.edit`."""
         form, files = prepare_edit(
@@ -388,37 +389,25 @@ class AsyncImages(_AsyncImages):
         )
 
 
-class ImagesWithRawResponse:
+class ImagesWithRawResponse(_openai_images.ImagesWithRawResponse):
     def __init__(self, images: Images) -> None:
-        self._images = images
-        self.generate = legacy_response.to_raw_response_wrapper(images.generate)
+        super().__init__(images)
         self.image2image = legacy_response.to_raw_response_wrapper(images.image2image)
-        self.edit = legacy_response.to_raw_response_wrapper(images.edit)
-        self.create_variation = legacy_response.to_raw_response_wrapper(images.create_variation)
 
 
-class AsyncImagesWithRawResponse:
+class AsyncImagesWithRawResponse(_openai_images.AsyncImagesWithRawResponse):
     def __init__(self, images: AsyncImages) -> None:
-        self._images = images
-        self.generate = legacy_response.async_to_raw_response_wrapper(images.generate)
+        super().__init__(images)
         self.image2image = legacy_response.async_to_raw_response_wrapper(images.image2image)
-        self.edit = legacy_response.async_to_raw_response_wrapper(images.edit)
-        self.create_variation = legacy_response.async_to_raw_response_wrapper(images.create_variation)
 
 
-class ImagesWithStreamingResponse:
+class ImagesWithStreamingResponse(_openai_images.ImagesWithStreamingResponse):
     def __init__(self, images: Images) -> None:
-        self._images = images
-        self.generate = to_streamed_response_wrapper(images.generate)
+        super().__init__(images)
         self.image2image = to_streamed_response_wrapper(images.image2image)
-        self.edit = to_streamed_response_wrapper(images.edit)
-        self.create_variation = to_streamed_response_wrapper(images.create_variation)
 
 
-class AsyncImagesWithStreamingResponse:
+class AsyncImagesWithStreamingResponse(_openai_images.AsyncImagesWithStreamingResponse):
     def __init__(self, images: AsyncImages) -> None:
-        self._images = images
-        self.generate = async_to_streamed_response_wrapper(images.generate)
+        super().__init__(images)
         self.image2image = async_to_streamed_response_wrapper(images.image2image)
-        self.edit = async_to_streamed_response_wrapper(images.edit)
-        self.create_variation = async_to_streamed_response_wrapper(images.create_variation)

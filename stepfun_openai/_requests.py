@@ -15,7 +15,7 @@ import httpx2
 from openai import NotGiven, Omit
 
 from . import catalog
-from ._exceptions import MalformedResponseError
+from ._exceptions import MalformedResponseError, StepFunValidationError
 from ._inputs import encode_image, image_bytes
 from ._sniff import HEADER_BYTES, sniff
 from ._validation import validate_request, warn_if_retired
@@ -35,6 +35,12 @@ class ClientSettings:
 def given(values: Mapping[str, Any]) -> dict[str, Any]:
     """Drop the parameters the caller did not give: they are not sent at all."""
     return {k: v for k, v in values.items() if not isinstance(v, (Omit, NotGiven))}
+
+
+def _extra_body(extra_body: object) -> Mapping[str, Any] | None:
+    if extra_body is None or isinstance(extra_body, Mapping):
+        return extra_body
+    raise StepFunValidationError("extra_body", extra_body, "a dict of extra JSON fields")
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -59,10 +65,10 @@ def _style_reference(value: Any) -> dict[str, Any]:
         image = value.get("source_url", value.get("image"))
         weight = value.get("weight")
     else:
-        from ._exceptions import StepFunValidationError
-
         raise StepFunValidationError(
-            "style_reference", value, "a StyleReference(image=..., weight=...) or a dict with image/source_url and weight"
+            "style_reference",
+            value,
+            "a StyleReference(image=..., weight=...) or a dict with image/source_url and weight",
         )
     encoded: dict[str, Any] = {**extra, "source_url": encode_image(image, param="style_reference.image").text}
     if weight is not None:
@@ -79,7 +85,7 @@ def _stable_seed(body: dict[str, Any], settings: ClientSettings) -> None:
 def prepare_json(
     endpoint: catalog.Endpoint,
     typed: Mapping[str, Any],
-    extra_body: Mapping[str, Any] | None,
+    extra_body: object,
     settings: ClientSettings,
 ) -> dict[str, Any]:
     """The JSON body for ``generations`` or ``image2image``."""
@@ -91,7 +97,7 @@ def prepare_json(
         body["source_image"] = encode_image(body["source_image"], param="source_image", data_url=False).text
     if "style_reference" in body:
         body["style_reference"] = _style_reference(body["style_reference"])
-    body = deep_merge(body, extra_body)
+    body = deep_merge(body, _extra_body(extra_body))
     _stable_seed(body, settings)
     if isinstance(body.get("model"), str):
         warn_if_retired(body["model"])
@@ -107,14 +113,14 @@ def _form_value(value: Any) -> str:
 
 
 def prepare_edit(
-    typed: Mapping[str, Any], extra_body: Mapping[str, Any] | None, settings: ClientSettings
+    typed: Mapping[str, Any], extra_body: object, settings: ClientSettings
 ) -> tuple[dict[str, str], list[tuple[str, tuple[str, bytes, str]]]]:
     """The multipart form fields and the file for ``edits``; form fields go as strings."""
     body = given(typed)
     image = image_bytes(body.pop("image"), param="image")
     filename = body.pop("filename", None)
     info = sniff(image[:HEADER_BYTES])
-    body = deep_merge(body, extra_body)
+    body = deep_merge(body, _extra_body(extra_body))
     _stable_seed(body, settings)
     if isinstance(body.get("model"), str):
         warn_if_retired(body["model"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["ImageInfo", "sniff", "HEADER_BYTES", "MIME_TYPES"]
+__all__ = ["HEADER_BYTES", "MIME_TYPES", "ImageInfo", "sniff"]
 
 HEADER_BYTES = 64 * 1024
 """How much of a file to read for sniffing (JPEG's SOF marker may sit behind EXIF data)."""

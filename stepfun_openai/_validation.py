@@ -15,7 +15,7 @@ from ._exceptions import StepFunValidationError
 from ._inputs import EncodedImage, inspect_image_string
 from ._sniff import ImageInfo
 
-__all__ = ["validate_request", "check_image", "warn_if_retired"]
+__all__ = ["check_image", "validate_request", "warn_if_retired"]
 
 _warned_models: set[str] = set()
 
@@ -38,9 +38,7 @@ def _fail(param: str, value: object, allowed: str, model: str | None, endpoint: 
     raise StepFunValidationError(param, value, allowed, model=model, endpoint=endpoint, hint=hint)
 
 
-def _check_number(
-    param: str, value: object, rng: catalog.NumberRange, model: str, endpoint: str
-) -> None:
+def _check_number(param: str, value: object, rng: catalog.NumberRange, model: str, endpoint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(param, value, rng.describe(), model, endpoint)
         return
@@ -61,7 +59,12 @@ def _check_prompt(param: str, value: object, limit: int, model: str, endpoint: s
 
 
 def check_image(
-    param: str, image: EncodedImage | ImageInfo, nbytes: int | None, limits: catalog.ImageLimits, model: str, endpoint: str
+    param: str,
+    image: EncodedImage | ImageInfo,
+    nbytes: int | None,
+    limits: catalog.ImageLimits,
+    model: str,
+    endpoint: str,
 ) -> None:
     """Format, bytes and pixel limits of an input image (remote URLs are the server's business)."""
     info = image.info if isinstance(image, EncodedImage) else image
@@ -111,7 +114,13 @@ def _spec_for(model: object, endpoint: catalog.Endpoint) -> catalog.EndpointSpec
 def _check_size(value: object, spec: catalog.EndpointSpec, model: str, endpoint: str) -> None:
     if spec.sizes is None:
         if not isinstance(value, str) or catalog.parse_size(value) is None:
-            _fail("size", value, "a size like 1024x1024 (ignored by this model: output size = input size)", model, endpoint)
+            _fail(
+                "size",
+                value,
+                "a size like 1024x1024 (ignored by this model: output size = input size)",
+                model,
+                endpoint,
+            )
         return
     if value not in spec.sizes:
         order = "HEIGHTxWIDTH" if spec.size_order == "HxW" else "WIDTHxHEIGHT"
@@ -176,7 +185,9 @@ def _check_style_reference(value: object, spec: catalog.EndpointSpec, model: str
     assert isinstance(value, Mapping)
     source = value.get("source_url", value.get("image"))
     if not isinstance(source, str) or not source:
-        _fail("style_reference.source_url", source, "an http(s) URL, a data: URL or base64 of a png/jpeg", model, endpoint)
+        _fail(
+            "style_reference.source_url", source, "an http(s) URL, a data: URL or base64 of a png/jpeg", model, endpoint
+        )
     assert isinstance(source, str)
     if spec.image_limits is not None:
         encoded = inspect_image_string(source, param="style_reference.source_url")
@@ -192,7 +203,9 @@ def _check_source_image(body: Mapping[str, Any], spec: catalog.EndpointSpec, mod
         _fail("source_image", "<image>", _who_has("generations", "source_image"), model, "generations")
     source = body.get("source_image")
     if not isinstance(source, str) or not source:
-        _fail("source_image", source, "required with source_weight: base64 (or a URL) of a png/jpeg", model, "generations")
+        _fail(
+            "source_image", source, "required with source_weight: base64 (or a URL) of a png/jpeg", model, "generations"
+        )
     assert isinstance(source, str)
     if spec.image_limits is not None:
         encoded = inspect_image_string(source, param="source_image")
@@ -210,6 +223,11 @@ def _check_image2image_source(body: Mapping[str, Any], spec: catalog.EndpointSpe
         encoded = inspect_image_string(source, param="source_url")
         check_image("source_url", encoded, encoded.nbytes, spec.image_limits, model, "image2image")
     if "source_weight" not in body:
-        _fail("source_weight", None, f"required: {catalog.SOURCE_WEIGHT.describe()} (smaller = closer to the source)",
-              model, "image2image")
+        _fail(
+            "source_weight",
+            None,
+            f"required: {catalog.SOURCE_WEIGHT.describe()} (smaller = closer to the source)",
+            model,
+            "image2image",
+        )
     _check_number("source_weight", body["source_weight"], catalog.SOURCE_WEIGHT, model, "image2image")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, List, Literal, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Literal, Union
 
 from openai.types import Image as _OpenAIImage
 from openai.types import ImagesResponse as _OpenAIImagesResponse
@@ -42,13 +42,13 @@ def ensure_private(model: Any) -> None:
 class StepFunImage(_OpenAIImage):
     """One generated image: openai's ``Image`` plus StepFun's ``seed`` and ``finish_reason``."""
 
-    seed: Optional[int] = None
+    seed: int | None = None
     """The seed used: the request's, or the one StepFun chose at random."""
 
-    finish_reason: Optional[Union[Literal["success", "content_filtered"], str]] = None
+    finish_reason: Literal["success", "content_filtered"] | str | None = None
     """``success``, or ``content_filtered`` (generated but blocked by moderation: unusable)."""
 
-    image: Optional[str] = None
+    image: str | None = None
     """Legacy name of ``b64_json`` in an older StepFun doc; copied into ``b64_json`` on parse."""
 
     _context: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -69,11 +69,11 @@ class StepFunImage(_OpenAIImage):
 class StepFunImagesResponse(_OpenAIImagesResponse):
     """The response of all three image endpoints. ``id`` and ``created`` may be absent."""
 
-    created: Optional[int] = None  # type: ignore[assignment]
-    id: Optional[str] = None
-    data: Optional[List[StepFunImage]] = None  # type: ignore[assignment]
+    created: int | None = None  # type: ignore[assignment]
+    id: str | None = None
+    data: list[StepFunImage] | None = None  # type: ignore[assignment]
 
-    _trace_id: Optional[str] = PrivateAttr(default=None)
+    _trace_id: str | None = PrivateAttr(default=None)
     _request: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
