@@ -21,7 +21,7 @@ from ._exceptions import (
 )
 from ._images import AsyncImages, Images
 from ._requests import ClientSettings, finish_images_response, malformed
-from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, acall_with_retries, call_with_retries
+from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, acall_with_retries, call_with_retries, split_options
 from .types import StepFunImagesResponse
 
 __all__ = [
@@ -237,9 +237,10 @@ class StepFun(_StepFunMixin, OpenAI):
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
         # The single place every endpoint passes through, inherited ones included.
+        policy, attempt_options = split_options(self.retry_policy, options, self._idempotency_key)
         return call_with_retries(
-            self.retry_policy,
-            lambda: super(StepFun, self).request(cast_to, options, stream=stream, stream_cls=stream_cls),
+            policy,
+            lambda: super(StepFun, self).request(cast_to, attempt_options, stream=stream, stream_cls=stream_cls),
         )
 
     def _process_response(
@@ -313,9 +314,10 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
     async def request(
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
+        policy, attempt_options = split_options(self.retry_policy, options, self._idempotency_key)
         return await acall_with_retries(
-            self.retry_policy,
-            lambda: super(AsyncStepFun, self).request(cast_to, options, stream=stream, stream_cls=stream_cls),
+            policy,
+            lambda: super(AsyncStepFun, self).request(cast_to, attempt_options, stream=stream, stream_cls=stream_cls),
         )
 
     async def _process_response(

@@ -1,103 +1,301 @@
-"""Retries, owned by tenacity alone: the OpenAI base client is built with ``max_retries=0``."""
+"""Retries, owned by tenacity alone: the OpenAI base client is built with ``max_retries=0``.
+
+The client wraps its single ``request()`` once, so every endpoint (StepFun's and the ones inherited
+from the OpenAI SDK) gets exactly one retry loop, configured by one :class:`RetryPolicy`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import logging
-from collections.abc import Awaitable, Callable
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx2
 import openai
 import tenacity
 
-from ._exceptions import InsufficientBalanceError, MalformedResponseError, get_trace_id
+from ._compat import FinalRequestOptions
+from ._exceptions import ContentBlockedError, InsufficientBalanceError, MalformedResponseError, get_trace_id
 
-__all__ = ["RetryPolicy", "DEFAULT_RETRY_POLICY", "is_retryable"]
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "NEVER_RETRIED_STATUS",
+    "RETRYABLE_STATUS",
+    "RetryPolicy",
+    "acall_with_retries",
+    "call_with_retries",
+    "is_retryable",
+    "retry_after_seconds",
+    "split_options",
+]
 
 log = logging.getLogger("stepfun_openai")
 
 _T = TypeVar("_T")
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+"""Retried by default: the server did not (or could not) produce the image; asking again may work."""
+
+NEVER_RETRIED_STATUS = frozenset({400, 401, 402, 403, 404, 422, 451})
+"""Asking again cannot help (bad request, key, balance, permission, path, moderation)."""
+
+
+def _default_sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def _default_async_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How the client retries a failed call.
+    """How the client retries a failed call (``StepFun(retry_policy=RetryPolicy(...))``).
 
-    ``max_retries`` retries after the first attempt (``StepFun(max_retries=N)`` sets it);
-    backoff is exponential from ``initial_backoff`` to ``max_backoff`` seconds with full jitter;
-    ``max_total_time`` bounds the whole call including waits; ``retry_on_status`` lists the HTTP
-    statuses that are retried (429 only when it is a rate limit, never a balance/quota one).
+    Attributes:
+      max_retries: retries after the first attempt, so at most ``max_retries + 1`` HTTP requests
+        per call. ``StepFun(max_retries=N)`` and ``with_options(max_retries=N)`` set just this.
+      initial_backoff: the first backoff ceiling in seconds; it doubles on each retry.
+      max_backoff: the largest backoff ceiling. The wait is drawn uniformly from
+        ``[0, min(max_backoff, initial_backoff * 2**(retry - 1))]`` ("full jitter").
+      max_total_time: seconds a whole call may take, waits included; no retry starts whose wait
+        would cross it. ``None``: no limit besides ``max_retries``.
+      max_retry_after: the longest server-requested wait (``Retry-After``/``retry-after-ms``)
+        that is honoured; longer requests are cut to this.
+      retry_on_status: the HTTP statuses retried. A 429 about balance or quota is never retried,
+        nor any of ``NEVER_RETRIED_STATUS`` (400, 401, 402, 403, 404, 422, 451).
+      retry_connection_errors: retry connection errors and timeouts.
+      retry_malformed: retry answers that are not a usable image response
+        (:class:`~stepfun_openai.MalformedResponseError`).
+      sleep / async_sleep: how to wait (default ``time.sleep`` / ``asyncio.sleep``); tests pass a
+        fake to record the waits instead of spending them.
     """
 
-    max_retries: int = 2
+    max_retries: int = 8
     initial_backoff: float = 0.5
     max_backoff: float = 8.0
     max_total_time: float | None = 300.0
+    max_retry_after: float = 60.0
     retry_on_status: frozenset[int] = field(default=RETRYABLE_STATUS)
     retry_connection_errors: bool = True
     retry_malformed: bool = True
+    sleep: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
+    async_sleep: Callable[[float], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be a non-negative integer, got {self.max_retries!r}")
+            raise ValueError(f"RetryPolicy: max_retries must be a non-negative integer, got {self.max_retries!r}")
+        for name in ("initial_backoff", "max_backoff", "max_retry_after"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value < math.inf):
+                raise ValueError(f"RetryPolicy: {name} must be a finite number of seconds >= 0, got {value!r}")
+        if self.initial_backoff > self.max_backoff:
+            raise ValueError(
+                f"RetryPolicy: initial_backoff={self.initial_backoff!r} is larger than max_backoff={self.max_backoff!r}"
+            )
+        if self.max_total_time is not None and not (0 < self.max_total_time):
+            raise ValueError(f"RetryPolicy: max_total_time must be > 0 seconds or None, got {self.max_total_time!r}")
+        statuses = frozenset(_as_statuses(self.retry_on_status))
+        never = sorted(statuses & NEVER_RETRIED_STATUS)
+        if never:
+            raise ValueError(
+                f"RetryPolicy: retry_on_status={sorted(statuses)} includes {never}, which are never retried "
+                f"(the same request cannot succeed, or would be billed or blocked again)"
+            )
+        object.__setattr__(self, "retry_on_status", statuses)
 
     @property
     def max_attempts(self) -> int:
+        """HTTP requests a call may make at most: ``max_retries + 1``."""
         return self.max_retries + 1
 
     def with_max_retries(self, max_retries: int) -> RetryPolicy:
         return replace(self, max_retries=max_retries)
 
 
+def _as_statuses(values: Iterable[object]) -> Iterable[int]:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"RetryPolicy: retry_on_status must hold HTTP status integers, got {value!r}")
+        yield value
+
+
 DEFAULT_RETRY_POLICY = RetryPolicy()
 
 
 def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
-    if isinstance(exc, InsufficientBalanceError):
+    """Whether ``policy`` retries a call that failed with ``exc``."""
+    if isinstance(exc, (InsufficientBalanceError, ContentBlockedError)):  # includes QuotaExceededError
         return False
     if isinstance(exc, MalformedResponseError):
         return policy.retry_malformed
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in policy.retry_on_status
+        return exc.status_code in policy.retry_on_status and exc.status_code not in NEVER_RETRIED_STATUS
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return policy.retry_connection_errors
     return False
 
 
-def _retrying_kwargs(policy: RetryPolicy) -> dict[str, object]:
-    stop = tenacity.stop_after_attempt(policy.max_attempts)
+def retry_after_seconds(exc: BaseException | None, *, now: float | None = None) -> float | None:
+    """The wait the server asked for with ``retry-after-ms`` or ``Retry-After`` (seconds or an
+    HTTP date), or ``None`` when it asked for none (or sent something unreadable)."""
+    response = getattr(exc, "response", None)
+    headers = response.headers if isinstance(response, httpx2.Response) else None
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            value = float(milliseconds) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(value, 0.0)
+    text = headers.get("retry-after")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            date = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if date.tzinfo is None:
+            return None
+        return max(date.timestamp() - (time.time() if now is None else now), 0.0)
+    return max(value, 0.0) if math.isfinite(value) else None
+
+
+def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+    backoff = tenacity.wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        requested = retry_after_seconds(exc)
+        if requested is not None:
+            return min(requested, policy.max_retry_after)
+        return float(backoff(state))
+
+    return wait
+
+
+def _describe(exc: BaseException | None) -> tuple[str, int | None, str | None]:
+    if exc is None:
+        return "no error", None, None
+    status = getattr(exc, "status_code", None)
+    return type(exc).__name__, status if isinstance(status, int) else None, get_trace_id(exc)
+
+
+def _log_retry(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], None]:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        # Names, numbers and the trace id only: never the message or body (a body excerpt may hold
+        # image data; a server could echo a header).
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        name, status, trace_id = _describe(exc)
+        log.warning(
+            "StepFun request failed (attempt %d of %d: %s, HTTP %s, trace id %s); retrying in %.2fs",
+            state.attempt_number,
+            policy.max_attempts,
+            name,
+            status if status is not None else "-",
+            trace_id or "-",
+            wait,
+            extra={
+                "stepfun_attempt": state.attempt_number,
+                "stepfun_wait": wait,
+                "stepfun_status": status,
+                "stepfun_trace_id": trace_id,
+                "stepfun_error": name,
+            },
+        )
+
+    return before_sleep
+
+
+def _retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
+    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.max_attempts)
     if policy.max_total_time is not None:
-        stop = stop | tenacity.stop_after_delay(policy.max_total_time)
+        stop = stop | tenacity.stop_before_delay(policy.max_total_time)
     return {
         "stop": stop,
-        "wait": tenacity.wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff),
+        "wait": _wait(policy),
         "retry": tenacity.retry_if_exception(lambda exc: is_retryable(exc, policy)),
         "reraise": True,
-        "before_sleep": _log_retry,
+        "before_sleep": _log_retry(policy),
     }
 
 
-def _log_retry(state: tenacity.RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome is not None else None
-    wait = state.next_action.sleep if state.next_action is not None else 0.0
-    status = getattr(exc, "status_code", None)
-    log.warning(
-        "StepFun call failed (attempt %d, %s%s%s); retrying in %.2fs",
-        state.attempt_number,
-        type(exc).__name__,
-        f", HTTP {status}" if status is not None else "",
-        f", trace id {get_trace_id(exc)}" if exc is not None and get_trace_id(exc) else "",
-        wait,
-    )
+def _gave_up(exc: BaseException, attempts: int, policy: RetryPolicy) -> None:
+    if attempts > 1:
+        name, status, trace_id = _describe(exc)
+        log.warning(
+            "StepFun request gave up after %d attempts (%s, HTTP %s, trace id %s)",
+            attempts,
+            name,
+            status if status is not None else "-",
+            trace_id or "-",
+            extra={"stepfun_attempt": attempts, "stepfun_status": status, "stepfun_trace_id": trace_id},
+        )
+    if isinstance(exc, openai.OpenAIError):
+        exc.attempts = attempts  # type: ignore[attr-defined]
+
+
+def split_options(
+    policy: RetryPolicy, options: FinalRequestOptions, new_idempotency_key: Callable[[], str]
+) -> tuple[RetryPolicy, FinalRequestOptions]:
+    """The policy for one call and the options each attempt sends.
+
+    A per-request ``max_retries`` (the SDK's ``FinalRequestOptions.max_retries``) becomes this
+    call's policy; the attempt itself always runs with the SDK's retries off. The idempotency key is
+    fixed once, so every attempt of a call sends the same one (as the SDK's own retries would).
+    """
+    if isinstance(options.max_retries, int):
+        policy = policy.with_max_retries(options.max_retries)
+    update: dict[str, Any] = {"max_retries": 0}
+    if options.idempotency_key is None and options.method.lower() != "get":
+        update["idempotency_key"] = new_idempotency_key()
+    return policy, options.model_copy(update=update)
 
 
 def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T]) -> _T:
-    retrying = tenacity.Retrying(**_retrying_kwargs(policy))  # type: ignore[arg-type]
-    return retrying(fn)
+    """Run ``fn`` (one HTTP attempt) under ``policy``; the last error is raised unchanged, with
+    ``attempts`` (how many HTTP requests were made) set on it."""
+    attempts = 0
+
+    def attempt() -> _T:
+        nonlocal attempts
+        attempts += 1
+        return fn()
+
+    sleep = policy.sleep or _default_sleep
+    retrying = tenacity.Retrying(sleep=sleep, **_retrying_kwargs(policy))
+    try:
+        return retrying(attempt)
+    except Exception as exc:
+        _gave_up(exc, attempts, policy)
+        raise
 
 
 async def acall_with_retries(policy: RetryPolicy, fn: Callable[[], Awaitable[_T]]) -> _T:
-    retrying = tenacity.AsyncRetrying(**_retrying_kwargs(policy))  # type: ignore[arg-type]
-    return await retrying(fn)
+    """The async twin of :func:`call_with_retries` (``tenacity.AsyncRetrying``, same policy)."""
+    attempts = 0
+
+    async def attempt() -> _T:
+        nonlocal attempts
+        attempts += 1
+        return await fn()
+
+    sleep = policy.async_sleep or _default_async_sleep
+    retrying = tenacity.AsyncRetrying(sleep=sleep, **_retrying_kwargs(policy))
+    try:
+        return await retrying(attempt)
+    except Exception as exc:
+        _gave_up(exc, attempts, policy)
+        raise
