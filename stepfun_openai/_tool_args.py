@@ -1,0 +1,218 @@
+"""The arguments of the image tool, generated from the model catalog.
+
+One pydantic model serves both integrations: it is the LangChain tool's ``args_schema`` and,
+through :func:`strict_json_schema`, the ``parameters`` of the OpenAI function definition. The
+enums (models, sizes) and the ranges in the descriptions come from ``catalog``, so a model added
+there shows up in the tool without touching this file. Per-model rules (which sizes a model takes,
+its step range) are left to the client's catalog validation, whose errors name the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from . import catalog
+
+__all__ = [
+    "DEFAULT_SOURCE_WEIGHT",
+    "IMAGE2IMAGE_MODELS",
+    "IMAGE_SIZES",
+    "IMAGE_TOOL_MODELS",
+    "TEXT_TO_IMAGE_MODELS",
+    "ImageToolArgs",
+    "strict_json_schema",
+]
+
+DEFAULT_SOURCE_WEIGHT = 0.5
+"""image2image requires ``source_weight``; the tool sends this when the model gives none
+(the middle of the contract's "small edits" band, 0.3-0.8)."""
+
+TEXT_TO_IMAGE_MODELS: tuple[str, ...] = tuple(catalog.models_for("generations"))
+IMAGE2IMAGE_MODELS: tuple[str, ...] = tuple(catalog.models_for("image2image"))
+IMAGE_TOOL_MODELS: tuple[str, ...] = tuple(dict.fromkeys(TEXT_TO_IMAGE_MODELS + IMAGE2IMAGE_MODELS))
+
+
+def _sizes() -> tuple[str, ...]:
+    sizes: dict[str, None] = {}
+    for name in IMAGE_TOOL_MODELS:
+        for endpoint in ("generations", "image2image"):
+            spec = catalog.MODELS[name].spec(endpoint)
+            for size in (spec.sizes or ()) if spec else ():
+                sizes[size] = None
+    return tuple(sizes)
+
+
+IMAGE_SIZES: tuple[str, ...] = _sizes()
+
+
+def _per_model(describe: Callable[[catalog.EndpointSpec], str | None]) -> str:
+    """``"step-image-edit-2: ...; step-2x-large: ..."``, saying when a model's image-to-image
+    endpoint differs from its text-to-image one."""
+    parts: list[str] = []
+    for name in IMAGE_TOOL_MODELS:
+        model = catalog.MODELS[name]
+        t2i = (spec := model.spec("generations")) and describe(spec)
+        i2i = (spec := model.spec("image2image")) and describe(spec)
+        if t2i and i2i and t2i != i2i:
+            parts.append(f"{name}: {t2i}; with a source image {i2i}")
+        elif t2i or i2i:
+            parts.append(f"{name}: {t2i or i2i}")
+    return "; ".join(parts)
+
+
+def _size_text(spec: catalog.EndpointSpec) -> str | None:
+    if not spec.sizes:
+        return None
+    order = "HEIGHTxWIDTH" if spec.size_order == "HxW" else "WIDTHxHEIGHT"
+    return f"{', '.join(spec.sizes)} ({order})"
+
+
+def _one_of(allowed: tuple[str, ...], what: str) -> Any:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not a known {what}; use one of {', '.join(allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+ModelName = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "enum": list(IMAGE_TOOL_MODELS)}),
+    _one_of(IMAGE_TOOL_MODELS, "StepFun image model"),
+]
+SizeName = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "enum": list(IMAGE_SIZES)}),
+    _one_of(IMAGE_SIZES, "size"),
+]
+
+_MODEL_HELP = "; ".join(f"{name}: {catalog.MODELS[name].description}" for name in IMAGE_TOOL_MODELS)
+_PROMPT_MAX = {spec.prompt_max for name in IMAGE_TOOL_MODELS for spec in catalog.MODELS[name].endpoints.values()}
+_NEGATIVE = [
+    name
+    for name in IMAGE_TOOL_MODELS
+    if (spec := catalog.MODELS[name].spec("generations")) is not None and spec.negative_prompt_max
+]
+_TEXT_MODE = [
+    name
+    for name in IMAGE_TOOL_MODELS
+    if (spec := catalog.MODELS[name].spec("generations")) is not None and spec.text_mode
+]
+_STYLE = [
+    name
+    for name in IMAGE_TOOL_MODELS
+    if (spec := catalog.MODELS[name].spec("generations")) is not None and spec.style_reference
+]
+
+
+class ImageToolArgs(BaseModel):
+    """Generate an image with StepFun. Every argument but prompt may be null (= the default)."""
+
+    model_config = ConfigDict(extra="forbid", title="generate_image")
+
+    prompt: str = Field(
+        description=(
+            "What the image should show, in detail. At most "
+            f"{min(_PROMPT_MAX)} characters ({max(_PROMPT_MAX)} with a source image)."
+        ),
+    )
+    model: ModelName | None = Field(
+        default=None,
+        description=(
+            f"StepFun model; null picks the tool's default (text to image) or the first model that "
+            f"serves image-to-image when source_image is given. {_MODEL_HELP}. "
+            f"Image-to-image: {', '.join(IMAGE2IMAGE_MODELS)}."
+        ),
+    )
+    size: SizeName | None = Field(
+        default=None,
+        description=f"Output size, null = 1024x1024. Allowed per model: {_per_model(_size_text)}.",
+    )
+    seed: int | None = Field(
+        default=None,
+        description=(
+            f"Reuse a seed to reproduce an image; {catalog.SEED.describe()}; null or 0 = random "
+            "(the result reports the seed used)."
+        ),
+    )
+    steps: int | None = Field(
+        default=None,
+        description=f"Denoising steps, null = the model's default. {_per_model(lambda s: s.steps.describe())}.",
+    )
+    cfg_scale: float | None = Field(
+        default=None,
+        description=(
+            "Prompt adherence (higher = follows the prompt more literally), null = the model's default. "
+            f"{_per_model(lambda s: s.cfg_scale.describe())}."
+        ),
+    )
+    negative_prompt: str | None = Field(
+        default=None,
+        description=f"What to avoid. Only {', '.join(_NEGATIVE)}; ignored when cfg_scale is 1.0.",
+    )
+    text_mode: bool | None = Field(
+        default=None,
+        description=f"true renders text in the image better. Only {', '.join(_TEXT_MODE)}.",
+    )
+    source_image: str | None = Field(
+        default=None,
+        description=(
+            "An image to start from (image-to-image): an http(s) URL or a local file path; "
+            f"{catalog.SOURCE_LIMITS.describe()}. Only {', '.join(IMAGE2IMAGE_MODELS)}."
+        ),
+    )
+    source_weight: float | None = Field(
+        default=None,
+        description=(
+            f"With source_image: {catalog.SOURCE_WEIGHT.describe()}, null = {DEFAULT_SOURCE_WEIGHT}. "
+            "Smaller stays closer to the source; 0.8-1.0 variations, 0.3-0.8 small changes, "
+            "0-0.5 detail enhancement."
+        ),
+    )
+    style_reference: str | None = Field(
+        default=None,
+        description=(
+            "An image whose style to borrow: an http(s) URL or a local file path. "
+            f"Only {', '.join(_STYLE) or 'no current model'}."
+        ),
+    )
+    style_weight: float | None = Field(
+        default=None,
+        description=(
+            f"With style_reference: {catalog.STYLE_WEIGHT.describe()}; 0.5-1.5 recommended "
+            "(higher copies the reference's content too)."
+        ),
+    )
+
+
+_STRICT_DROP = ("default", "title")
+
+
+def _strictify(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {key: _strictify(value) for key, value in node.items() if key not in _STRICT_DROP}
+        if out.get("type") == "object" or "properties" in out:
+            out["required"] = list(out.get("properties", {}))
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_strictify(item) for item in node]
+    return node
+
+
+def strict_json_schema(model: type[BaseModel] = ImageToolArgs) -> dict[str, Any]:
+    """``model``'s JSON schema within OpenAI's strict-mode subset: every property required (the
+    optional ones as ``anyOf [..., null]``), ``additionalProperties: false``, no ``default``.
+
+    Property descriptions are kept; ranges stay in the descriptions rather than as
+    ``minimum``/``maximum``, because they differ per model and not every OpenAI-compatible
+    endpoint accepts those keywords in strict mode.
+    """
+    schema = _strictify(copy.deepcopy(model.model_json_schema()))
+    assert isinstance(schema, dict)
+    return schema

@@ -1,0 +1,493 @@
+"""StepFun image generation as a tool for OpenAI-style function calling, with any chat model.
+
+``image_tool_schema()`` is the tool definition to send; ``run_tool_call(client, tool_call)``
+validates the arguments the model chose, generates the image and returns the text to send back
+as the tool message. Mistakes the model can fix (a size the model does not take, a bad seed) and
+moderation blocks come back as tool results that say what to change, so the agent loop goes on.
+
+The LangChain tool (``stepfun_openai.langchain``) runs on the same functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import openai
+from pydantic import ValidationError
+
+from . import catalog
+from ._exceptions import ContentBlockedError, StepFunValidationError
+from ._sniff import sniff
+from ._tool_args import (
+    DEFAULT_SOURCE_WEIGHT,
+    IMAGE2IMAGE_MODELS,
+    IMAGE_TOOL_MODELS,
+    TEXT_TO_IMAGE_MODELS,
+    ImageToolArgs,
+    strict_json_schema,
+)
+from .types import StepFunImage, StepFunImagesResponse, StyleReference
+
+if TYPE_CHECKING:
+    from ._client import AsyncStepFun, StepFun
+
+__all__ = [
+    "IMAGE_TOOL_DESCRIPTION",
+    "IMAGE_TOOL_NAME",
+    "ImageToolArgs",
+    "ImageToolResult",
+    "arun_image_tool",
+    "arun_tool_call",
+    "image_tool_schema",
+    "run_image_tool",
+    "run_tool_call",
+]
+
+IMAGE_TOOL_NAME = "generate_image"
+IMAGE_TOOL_DESCRIPTION = (
+    "Generate an image with StepFun from a text prompt (text-to-image), or transform an existing image "
+    "(image-to-image) when source_image is given. Returns where the image was saved or its URL, "
+    "its size, the seed (reuse it to reproduce the image) and the model."
+)
+
+ErrorKind = Literal["invalid_arguments", "content_blocked", "content_filtered"]
+
+# Wire names in StepFunValidationError.param -> the tool argument the model should fix.
+_TOOL_PARAM = {
+    "source_url": "source_image",
+    "style_reference.source_url": "style_reference",
+    "style_reference.image": "style_reference",
+    "style_reference.weight": "style_weight",
+}
+
+
+def _current(models: tuple[str, ...]) -> str:
+    return next(name for name in models if catalog.MODELS[name].status == "current")
+
+
+@dataclass(frozen=True)
+class ImageToolResult:
+    """What one tool call produced. ``content`` is the text for the model; ``image`` the
+    generated image (never put its base64 in the model's context), ``path`` where it was saved."""
+
+    content: str
+    image: StepFunImage | None = None
+    path: Path | None = None
+    error: ErrorKind | None = None
+    """``None`` on success; otherwise why ``content`` explains a failure instead."""
+    response: StepFunImagesResponse | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def image_tool_schema(
+    *,
+    name: str = IMAGE_TOOL_NAME,
+    description: str = IMAGE_TOOL_DESCRIPTION,
+    api: Literal["chat", "responses"] = "chat",
+    strict: bool = True,
+) -> dict[str, Any]:
+    """The tool definition in OpenAI's format, for ``tools=[...]``.
+
+    ``api="chat"`` gives the Chat Completions shape (``{"type": "function", "function": {...}}``),
+    ``api="responses"`` the Responses API's flat shape. The parameters are valid in strict mode:
+    every property is listed in ``required`` (optional ones accept ``null``),
+    ``additionalProperties`` is false and no unsupported keyword (``default``, ...) appears.
+    """
+    function: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "parameters": strict_json_schema(ImageToolArgs),
+        "strict": strict,
+    }
+    if api == "responses":
+        return {"type": "function", **function}
+    return {"type": "function", "function": function}
+
+
+# --- arguments -> request ----------------------------------------------------------------------
+
+
+def parse_arguments(arguments: ImageToolArgs | Mapping[str, Any] | str | None) -> ImageToolArgs:
+    """The model's arguments (a JSON string or a mapping) as validated :class:`ImageToolArgs`.
+
+    Raises pydantic's ``ValidationError`` or :class:`StepFunValidationError` (not JSON at all).
+    """
+    if isinstance(arguments, ImageToolArgs):
+        return arguments
+    if isinstance(arguments, (str, bytes)):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except ValueError:
+            raise StepFunValidationError(
+                "arguments", arguments, 'a JSON object such as {"prompt": "a red fox in the snow"}'
+            ) from None
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, Mapping):
+        raise StepFunValidationError(
+            "arguments", arguments, 'a JSON object such as {"prompt": "a red fox in the snow"}'
+        )
+    return ImageToolArgs.model_validate(dict(arguments))
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: Literal["generate", "image2image"]
+    kwargs: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.kwargs["model"])
+
+
+def _check_source(param: str, value: str, local_files: bool) -> str:
+    lowered = value[:8].lower()
+    if not local_files and not lowered.startswith(("http://", "https://", "data:")):
+        raise StepFunValidationError(param, value, "an http(s) URL (this tool is not allowed to read local files)")
+    return value
+
+
+def _plan(args: ImageToolArgs, *, default_model: str | None, output_dir: Path | None, local_files: bool) -> _Call:
+    """Which endpoint and which keyword arguments; the client validates them against the catalog."""
+    if args.source_weight is not None and args.source_image is None:
+        raise StepFunValidationError("source_weight", args.source_weight, "only together with source_image")
+    if args.style_weight is not None and args.style_reference is None:
+        raise StepFunValidationError("style_weight", args.style_weight, "only together with style_reference")
+    kwargs: dict[str, Any] = {"prompt": args.prompt}
+    for name in ("size", "seed", "steps", "cfg_scale", "negative_prompt", "text_mode"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = value
+    kwargs["response_format"] = "b64_json" if output_dir is not None else "url"
+
+    if args.source_image is not None:
+        if args.style_reference is not None:
+            raise StepFunValidationError(
+                "style_reference", args.style_reference, "not together with source_image; use one or the other"
+            )
+        model = args.model
+        if model is None:
+            model = default_model if default_model in IMAGE2IMAGE_MODELS else _current(IMAGE2IMAGE_MODELS)
+        kwargs["model"] = model
+        kwargs["source_url"] = _check_source("source_image", args.source_image, local_files)
+        kwargs["source_weight"] = DEFAULT_SOURCE_WEIGHT if args.source_weight is None else args.source_weight
+        return _Call("image2image", kwargs)
+
+    kwargs["model"] = args.model or default_model or _current(TEXT_TO_IMAGE_MODELS)
+    if args.style_reference is not None:
+        image = _check_source("style_reference", args.style_reference, local_files)
+        kwargs["style_reference"] = StyleReference(image=image, weight=args.style_weight)
+    return _Call("generate", kwargs)
+
+
+# --- errors -> text the model can act on -------------------------------------------------------
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def explain_invalid(exc: Exception, *, tool_name: str = IMAGE_TOOL_NAME) -> str:
+    """A tool result for arguments that were rejected: which argument to fix, what is allowed."""
+    tail = f"Nothing was generated. Fix the argument and call {tool_name} again."
+    if isinstance(exc, StepFunValidationError) and exc.param == "arguments":
+        return f"The arguments were not valid: expected {exc.allowed}. {tail}"
+    if isinstance(exc, StepFunValidationError):
+        param = _TOOL_PARAM.get(exc.param, exc.param)
+        where = f" for model {exc.model!r}" if exc.model else ""
+        return f"Invalid argument {param}={_short(exc.value)}{where}. Allowed: {exc.allowed}. {tail}"
+    if isinstance(exc, ValidationError):
+        allowed_names = ", ".join(ImageToolArgs.model_fields)
+        problems: list[str] = []
+        for error in exc.errors(include_url=False):
+            param = ".".join(str(part) for part in error["loc"]) or "arguments"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown argument {param!r} (the arguments are: {allowed_names})")
+            elif error["type"] == "missing":
+                problems.append(f"{param} is required")
+            else:
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{param}={_short(error.get('input'))}: {message}")
+        return f"Invalid arguments for {tool_name}: {'; '.join(problems)}. {tail}"
+    if isinstance(exc, openai.BadRequestError):
+        return f"StepFun rejected the request: {_api_message(exc)}. {tail}"
+    return f"Invalid arguments for {tool_name}: {exc}. {tail}"
+
+
+def _api_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    message = body.get("message") if isinstance(body, Mapping) else None
+    return message if isinstance(message, str) else exc.message
+
+
+def _explain_blocked(exc: ContentBlockedError) -> str:
+    return (
+        "StepFun's moderation blocked this request (HTTP 451: the prompt or the generated image was not "
+        "allowed); nothing was generated. Do not retry the same prompt: rephrase it without the "
+        "sensitive content, or tell the user it cannot be drawn."
+    )
+
+
+_FILTERED = (
+    "StepFun generated an image but its moderation marked it content_filtered, so it is unusable and was "
+    "not saved. Rephrase the prompt without the sensitive content and call the tool again, or tell the "
+    "user it cannot be drawn."
+)
+
+
+# --- response -> result ------------------------------------------------------------------------
+
+
+def _image_bytes(image: StepFunImage) -> bytes | None:
+    return base64.b64decode(image.b64_json) if image.b64_json else None
+
+
+def _save(image: StepFunImage, directory: Path) -> Path:
+    saver = getattr(image, "save", None)
+    if callable(saver):
+        saved = saver(directory)
+        if isinstance(saved, (str, os.PathLike)):
+            return Path(saved)
+    return _write_atomically(image, directory)
+
+
+def _write_atomically(image: StepFunImage, directory: Path) -> Path:
+    """The decoded image under a fresh name, written to a temporary file first and renamed, so a
+    partial file never carries the final name. (Used when ``StepFunImage.save`` is not available.)"""
+    data = _image_bytes(image)
+    if data is None:
+        raise ValueError("the image has no b64_json to save (request response_format='b64_json')")
+    ext = {"jpeg": "jpg"}.get(sniff(data[:64]).format or "png", sniff(data[:64]).format or "png")
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"stepfun-{image.seed if image.seed is not None else 'x'}-{uuid.uuid4().hex[:8]}.{ext}"
+    final = directory / name
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return final.resolve()
+
+
+def _pixel_size(image: StepFunImage, call: _Call) -> str:
+    """``"1360x768 (width x height)"``: read from the image when it came inline, else from the
+    size asked for (``step-image-edit-2`` writes its sizes HEIGHTxWIDTH; this is always WxH)."""
+    data = _image_bytes(image)
+    if data is not None:
+        info = sniff(data[:64])
+        if info.width and info.height:
+            return f"{info.width}x{info.height} (width x height)"
+    model = catalog.get_model(call.model)
+    spec = model.spec("image2image" if call.method == "image2image" else "generations") if model else None
+    size = call.kwargs.get("size") or (spec.default_size if spec else None)
+    pixels = catalog.pixel_size(size, spec.size_order if spec else "WxH") if size else None
+    return f"{pixels[0]}x{pixels[1]} (width x height)" if pixels else "default-size"
+
+
+def _describe(image: StepFunImage, call: _Call, path: Path | None) -> str:
+    seed = image.seed if image.seed is not None else call.kwargs.get("seed")
+    kind = "Transformed the source image into" if call.method == "image2image" else "Generated"
+    text = f"{kind} a {_pixel_size(image, call)} image with {call.model}"
+    text += f" (seed {seed})." if seed is not None else "."
+    if path is not None:
+        text += f" Saved to {path}."
+    elif image.url:
+        text += f" URL (valid for about an hour, download it to keep it): {image.url}"
+    return text
+
+
+def _first_image(response: StepFunImagesResponse) -> StepFunImage:
+    return response.images[0]
+
+
+def _result(response: StepFunImagesResponse, call: _Call, path: Path | None) -> ImageToolResult:
+    image = _first_image(response)
+    return ImageToolResult(content=_describe(image, call, path), image=image, path=path, response=response)
+
+
+def _filtered(response: StepFunImagesResponse) -> ImageToolResult:
+    return ImageToolResult(_FILTERED, image=_first_image(response), error="content_filtered", response=response)
+
+
+# --- running -----------------------------------------------------------------------------------
+
+_INVALID = (ValidationError, StepFunValidationError, openai.BadRequestError)
+
+
+def run_image_tool(
+    client: StepFun,
+    arguments: ImageToolArgs | Mapping[str, Any] | str | None,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    default_model: str | None = None,
+    handle_validation_error: bool = True,
+    local_files: bool = True,
+    tool_name: str = IMAGE_TOOL_NAME,
+) -> ImageToolResult:
+    """Validate ``arguments`` and generate the image with ``client``.
+
+    ``output_dir``: save the image there (requested as ``b64_json``, so nothing expires) and
+    report the path; without it the result reports StepFun's URL. ``default_model``: the model
+    when the arguments name none. ``handle_validation_error=False`` raises invalid arguments
+    instead of explaining them. ``local_files=False`` accepts only URLs as source/style images.
+    A moderation block is always returned as an explanation. Other errors (auth, rate limits after
+    the retries, server errors) raise: the model cannot fix them.
+    """
+    check_default_model(default_model)
+    directory = Path(output_dir) if output_dir is not None else None
+    try:
+        call = _plan(
+            parse_arguments(arguments), default_model=default_model, output_dir=directory, local_files=local_files
+        )
+        method = client.images.image2image if call.method == "image2image" else client.images.generate
+        response: StepFunImagesResponse = method(**call.kwargs)
+    except _INVALID as exc:
+        if not handle_validation_error:
+            raise
+        return ImageToolResult(explain_invalid(exc, tool_name=tool_name), error="invalid_arguments")
+    except ContentBlockedError as exc:
+        return ImageToolResult(_explain_blocked(exc), error="content_blocked")
+    if _first_image(response).content_filtered:
+        return _filtered(response)
+    path = _save(_first_image(response), directory) if directory is not None else None
+    return _result(response, call, path)
+
+
+async def arun_image_tool(
+    client: AsyncStepFun,
+    arguments: ImageToolArgs | Mapping[str, Any] | str | None,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    default_model: str | None = None,
+    handle_validation_error: bool = True,
+    local_files: bool = True,
+    tool_name: str = IMAGE_TOOL_NAME,
+) -> ImageToolResult:
+    """The async twin of :func:`run_image_tool` (the file is written in a worker thread)."""
+    check_default_model(default_model)
+    directory = Path(output_dir) if output_dir is not None else None
+    try:
+        call = _plan(
+            parse_arguments(arguments), default_model=default_model, output_dir=directory, local_files=local_files
+        )
+        method = client.images.image2image if call.method == "image2image" else client.images.generate
+        response: StepFunImagesResponse = await method(**call.kwargs)
+    except _INVALID as exc:
+        if not handle_validation_error:
+            raise
+        return ImageToolResult(explain_invalid(exc, tool_name=tool_name), error="invalid_arguments")
+    except ContentBlockedError as exc:
+        return ImageToolResult(_explain_blocked(exc), error="content_blocked")
+    if _first_image(response).content_filtered:
+        return _filtered(response)
+    path = await asyncio.to_thread(_save, _first_image(response), directory) if directory is not None else None
+    return _result(response, call, path)
+
+
+# --- tool calls --------------------------------------------------------------------------------
+
+ToolCallLike = Any
+"""openai's ``ChatCompletionMessageToolCall`` (or its dict), a Responses ``function_call`` item or
+a LangChain ``ToolCall``."""
+
+
+def unpack_tool_call(tool_call: ToolCallLike) -> tuple[str | None, Any]:
+    """``(name, arguments)`` of a tool call in any common shape: openai's
+    ``ChatCompletionMessageToolCall`` or its dict, a Responses API ``function_call`` item, or a
+    LangChain ``ToolCall`` dict."""
+    if isinstance(tool_call, Mapping):
+        function = tool_call.get("function")
+        if isinstance(function, Mapping):
+            return function.get("name"), function.get("arguments")
+        if "args" in tool_call:
+            return tool_call.get("name"), tool_call["args"]
+        return tool_call.get("name"), tool_call.get("arguments")
+    function = getattr(tool_call, "function", None)
+    if function is not None:
+        return getattr(function, "name", None), getattr(function, "arguments", None)
+    return getattr(tool_call, "name", None), getattr(tool_call, "arguments", None)
+
+
+def _arguments_for(tool_call: ToolCallLike, name: str) -> Any:
+    called, arguments = unpack_tool_call(tool_call)
+    if called is not None and called != name:
+        raise ValueError(f"this tool call is for {called!r}, not {name!r}; dispatch it to that tool")
+    return arguments
+
+
+def run_tool_call(
+    client: StepFun,
+    tool_call: ToolCallLike,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    default_model: str | None = None,
+    handle_validation_error: bool = True,
+    local_files: bool = True,
+    name: str = IMAGE_TOOL_NAME,
+) -> str:
+    """Execute a model's call of the image tool and return the tool message's content.
+
+    ``tool_call`` is openai's ``ChatCompletionMessageToolCall``, its dict form, a Responses API
+    ``function_call`` item or a LangChain ``ToolCall``. Options as in :func:`run_image_tool`;
+    ``name`` must match the name the schema was sent with (``ValueError`` otherwise).
+    """
+    arguments = _arguments_for(tool_call, name)
+    result = run_image_tool(
+        client,
+        arguments,
+        output_dir=output_dir,
+        default_model=default_model,
+        handle_validation_error=handle_validation_error,
+        local_files=local_files,
+        tool_name=name,
+    )
+    return result.content
+
+
+async def arun_tool_call(
+    client: AsyncStepFun,
+    tool_call: ToolCallLike,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    default_model: str | None = None,
+    handle_validation_error: bool = True,
+    local_files: bool = True,
+    name: str = IMAGE_TOOL_NAME,
+) -> str:
+    """The async twin of :func:`run_tool_call`, on ``AsyncStepFun``."""
+    arguments = _arguments_for(tool_call, name)
+    result = await arun_image_tool(
+        client,
+        arguments,
+        output_dir=output_dir,
+        default_model=default_model,
+        handle_validation_error=handle_validation_error,
+        local_files=local_files,
+        tool_name=name,
+    )
+    return result.content
+
+
+def check_default_model(model: str | None) -> str | None:
+    """``model`` if the tool can use it, else ``StepFunValidationError`` naming the choices."""
+    if model is not None and model not in IMAGE_TOOL_MODELS:
+        raise StepFunValidationError("default_model", model, f"one of {', '.join(IMAGE_TOOL_MODELS)}")
+    return model
