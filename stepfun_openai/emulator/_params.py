@@ -167,7 +167,8 @@ def _validate(
             where = f"only {','.join(others)}" if others else f"no model on /images/{endpoint}"
             raise invalid(name, f"not supported by {model} ({where})")
 
-    if "n" in given and _integer("n", given["n"], catalog.N, form) != 1:
+    n = given.get("n", 1)
+    if isinstance(n, bool) or n not in (1, "1" if form else 1):  # DECIDED: n > 1 is rejected, not clamped
         raise invalid("n", "must be 1")
     response_format = given.get("response_format", "url")
     if response_format not in catalog.RESPONSE_FORMATS:

@@ -540,8 +540,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         content_type = self.headers.get("Content-Type", "")
         fetch = fetch_loopback
-        if endpoint == "edits" and content_type.lower().startswith("multipart/"):
-            fields, files = _multipart(body, content_type)
+        form_type = content_type.lower().split(";")[0].strip()
+        if endpoint == "edits" and form_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            if form_type == "multipart/form-data":
+                fields, files = _multipart(body, content_type)
+            else:  # no file part at all: a base64 "image" field, or a request missing its image
+                fields, files = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"))), {}
             self._entry["fields"] = sanitize({**fields, **{name: data for name, data in files.items()}})
             self._entry["form_fields"] = sorted([*fields, *files])
             request = parse_edit_request(fields, files, fetch)
