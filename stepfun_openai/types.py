@@ -9,6 +9,8 @@ from openai.types import Image as _OpenAIImage
 from openai.types import ImagesResponse as _OpenAIImagesResponse
 from pydantic import PrivateAttr, model_validator
 
+from ._results import ImageResultMixin, ImagesResultMixin
+
 if TYPE_CHECKING:
     from os import PathLike
 
@@ -39,8 +41,9 @@ def ensure_private(model: Any) -> None:
         object.__setattr__(model, "__pydantic_private__", defaults)
 
 
-class StepFunImage(_OpenAIImage):
-    """One generated image: openai's ``Image`` plus StepFun's ``seed`` and ``finish_reason``."""
+class StepFunImage(ImageResultMixin, _OpenAIImage):
+    """One generated image: openai's ``Image`` plus StepFun's ``seed`` and ``finish_reason``, and
+    helpers: ``read()``, ``save()``, ``to_pil()``, ``expires_at``, inline display in Jupyter."""
 
     seed: int | None = None
     """The seed used: the request's, or the one StepFun chose at random."""
@@ -52,6 +55,7 @@ class StepFunImage(_OpenAIImage):
     """Legacy name of ``b64_json`` in an older StepFun doc; copied into ``b64_json`` on parse."""
 
     _context: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _data: Optional[bytes] = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -66,8 +70,9 @@ class StepFunImage(_OpenAIImage):
         return self.finish_reason == "content_filtered"
 
 
-class StepFunImagesResponse(_OpenAIImagesResponse):
-    """The response of all three image endpoints. ``id`` and ``created`` may be absent."""
+class StepFunImagesResponse(ImagesResultMixin, _OpenAIImagesResponse):
+    """The response of all three image endpoints. ``id`` and ``created`` may be absent.
+    ``save_all(directory)`` saves every image; ``raise_for_content_filter()`` checks moderation."""
 
     created: int | None = None  # type: ignore[assignment]
     id: str | None = None
