@@ -273,3 +273,52 @@ def pixel_size(size: str, order: Literal["WxH", "HxW"]) -> tuple[int, int] | Non
     if parsed is None:
         return None
     return parsed if order == "WxH" else (parsed[1], parsed[0])
+
+
+def parameter_table() -> list[dict[str, str]]:
+    """One row per model and endpoint: what the README's table and ``stepfun-openai models`` show."""
+    rows: list[dict[str, str]] = []
+    for name, model in MODELS.items():
+        for endpoint, spec in model.endpoints.items():
+            if spec.sizes is None:
+                sizes = "= input size"
+            else:
+                order = " (HxW)" if spec.size_order == "HxW" else ""
+                sizes = ", ".join(spec.sizes) + order
+            extras = [
+                feature
+                for feature, on in (
+                    ("negative_prompt", spec.negative_prompt_max is not None),
+                    ("text_mode", spec.text_mode),
+                    ("style_reference", spec.style_reference),
+                    ("source_image", spec.source_image),
+                    ("source_url+source_weight", spec.requires_source),
+                )
+                if on
+            ]
+            status = model.status
+            if model.retired_on:
+                status = f"retired {model.retired_on} → {model.replacement}"
+            rows.append(
+                {
+                    "model": name,
+                    "endpoint": endpoint,
+                    "sizes": sizes,
+                    "steps": f"{_num(spec.steps.min)}..{_num(spec.steps.max)} ({_num(spec.steps.default or 0)})",
+                    "cfg_scale": f"{_num(spec.cfg_scale.min)}..{_num(spec.cfg_scale.max)} "
+                    f"({_num(spec.cfg_scale.default or 0)})",
+                    "prompt": f"≤ {spec.prompt_max}",
+                    "also": ", ".join(extras) or "—",
+                    "status": status,
+                }
+            )
+    return rows
+
+
+def parameter_table_markdown() -> str:
+    """The per-model parameter table as Markdown (defaults in parentheses)."""
+    rows = parameter_table()
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row[h] for h in headers) + " |" for row in rows]
+    return "\n".join(lines)
