@@ -1,0 +1,176 @@
+"""The batch's durable state: the JSONL manifest and atomically written files.
+
+Crash safety comes from the order of writes: an image is written to a temporary name, fsynced
+and renamed into place; only then is its manifest line appended, flushed and fsynced. A crash
+at any point leaves either no line (the job runs again on resume and overwrites the file, also
+atomically) or a line whose file is complete. A line cut short by a crash is skipped on reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import threading
+import zlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "FINISHED",
+    "TEMP_MARKER",
+    "Manifest",
+    "ManifestLockedError",
+    "add_png_text",
+    "remove_stale_temp_files",
+    "write_atomic",
+]
+
+FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
+"""Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
+or account error that outlived the retries) runs again."""
+
+TEMP_MARKER = ".stepfun-tmp-"
+"""Temporary files are ``.<name>.stepfun-tmp-<random>``: hidden, and never a final name."""
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class ManifestLockedError(RuntimeError):
+    """Another process is running a batch with the same manifest."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":  # pragma: no cover - directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete, never partial."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}{TEMP_MARKER}{secrets.token_hex(4)}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Delete temporary files a killed run left behind; returns how many."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for entry in directory.iterdir():
+        if entry.name.startswith(".") and TEMP_MARKER in entry.name and entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed += 1
+    return removed
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big")
+
+
+def add_png_text(png: bytes, key: str, value: Mapping[str, Any]) -> bytes:
+    """``png`` with an ``iTXt`` chunk ``key`` holding ``value`` as JSON (other formats unchanged)."""
+    if not png.startswith(PNG_SIGNATURE):
+        return png
+    end = png.rfind(b"IEND")
+    if end < 4:
+        return png
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str).encode()
+    chunk = _png_chunk(b"iTXt", key.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text)
+    at = end - 4  # the IEND chunk starts with its 4-byte length
+    return png[:at] + chunk + png[at:]
+
+
+class Manifest:
+    """One JSON object a line, one line per job event; the last line of a job id wins."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """The last event of every job id (lines cut short by a crash are skipped)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for event in self.events():
+            latest[event["id"]] = event
+        return latest
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and isinstance(event.get("id"), str):
+                    yield event
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        """The events of the jobs a resumed batch skips."""
+        return {job_id: event for job_id, event in self.read().items() if event.get("status") in FINISHED}
+
+    def open(self) -> None:
+        """Open for appending, holding an exclusive lock so two batches cannot share the manifest."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            _lock_exclusive(handle, self.path)
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() > 0:
+                handle.seek(handle.tell() - 1)
+                if handle.read(1) != "\n":
+                    handle.write("\n")  # a line cut short by a crash stays on a line of its own
+        except BaseException:
+            handle.close()
+            raise
+        self._handle = handle
+
+    def append(self, event: Mapping[str, Any]) -> None:
+        """Write one event durably: the line is on disk when this returns. Thread-safe."""
+        line = json.dumps(event, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            if self._handle is None:
+                raise RuntimeError("the manifest is not open")
+            self._handle.write(line)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+
+def _lock_exclusive(handle: IO[str], path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ManifestLockedError(
+            f"another batch is already writing {path}; wait for it or use a different --manifest"
+        ) from None
