@@ -74,7 +74,7 @@ def _size_text(spec: catalog.EndpointSpec) -> str | None:
 def _one_of(allowed: tuple[str, ...], what: str) -> Any:
     def check(value: str) -> str:
         if value not in allowed:
-            raise ValueError(f"{value!r} is not a known {what}; use one of {', '.join(allowed)}")
+            raise ValueError(f"not a known {what}; use one of {', '.join(allowed)}")
         return value
 
     return AfterValidator(check)

@@ -256,22 +256,30 @@ def _image_bytes(image: StepFunImage) -> bytes | None:
 
 
 def _save(image: StepFunImage, directory: Path) -> Path:
+    """``StepFunImage.save`` (atomic, request metadata in the PNG) when this version has it."""
+    directory.mkdir(parents=True, exist_ok=True)  # an existing directory: save() names the file
     saver = getattr(image, "save", None)
     if callable(saver):
-        saved = saver(directory)
-        if isinstance(saved, (str, os.PathLike)):
-            return Path(saved)
+        return Path(saver(directory)).resolve()
     return _write_atomically(image, directory)
+
+
+async def _asave(image: StepFunImage, directory: Path) -> Path:
+    saver = getattr(image, "asave", None)
+    if not callable(saver):
+        return await asyncio.to_thread(_save, image, directory)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    return Path(await saver(directory)).resolve()
 
 
 def _write_atomically(image: StepFunImage, directory: Path) -> Path:
     """The decoded image under a fresh name, written to a temporary file first and renamed, so a
-    partial file never carries the final name. (Used when ``StepFunImage.save`` is not available.)"""
+    partial file never carries the final name. Only for a ``StepFunImage`` without ``save()``
+    (it arrived in parallel with this module); drop it once every supported version has one."""
     data = _image_bytes(image)
     if data is None:
         raise ValueError("the image has no b64_json to save (request response_format='b64_json')")
     ext = {"jpeg": "jpg"}.get(sniff(data[:64]).format or "png", sniff(data[:64]).format or "png")
-    directory.mkdir(parents=True, exist_ok=True)
     name = f"stepfun-{image.seed if image.seed is not None else 'x'}-{uuid.uuid4().hex[:8]}.{ext}"
     final = directory / name
     fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
@@ -398,7 +406,7 @@ async def arun_image_tool(
         return ImageToolResult(_explain_blocked(exc), error="content_blocked")
     if _first_image(response).content_filtered:
         return _filtered(response)
-    path = await asyncio.to_thread(_save, _first_image(response), directory) if directory is not None else None
+    path = await _asave(_first_image(response), directory) if directory is not None else None
     return _result(response, call, path)
 
 

@@ -1,0 +1,325 @@
+"""The image tool for OpenAI-style function calling: the schema a model sees, and run_tool_call."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletionMessageToolCall
+
+from stepfun_openai import StepFun, StepFunValidationError, catalog
+from stepfun_openai.emulator import Emulator
+from stepfun_openai.tools import (
+    IMAGE_TOOL_NAME,
+    arun_tool_call,
+    image_tool_schema,
+    run_image_tool,
+    run_tool_call,
+)
+from tests._mock import tiny_png
+
+# --- OpenAI strict mode ---------------------------------------------------------------------------
+# Structured Outputs accepts a subset of JSON Schema: the root is an object; every object lists
+# all its properties in `required` and sets `additionalProperties: false`; optional values are a
+# union with null; `default` and the validation keywords below are rejected (by Azure OpenAI and
+# fine-tuned models even where api.openai.com tolerates some of them).
+
+_STRICT_KEYWORDS = {
+    "type",
+    "description",
+    "title",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "const",
+    "anyOf",
+    "$ref",
+    "$defs",
+}
+_STRICT_TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
+
+
+def strict_mode_violations(schema: dict[str, Any]) -> list[str]:
+    """Every place where ``schema`` breaks OpenAI's strict-mode rules, as ``path: problem``."""
+    problems: list[str] = []
+    if schema.get("type") != "object":
+        problems.append("$: the root must be an object (not anyOf)")
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            problems.append(f"{path}: a schema must be an object, got {node!r}")
+            return
+        for key in node:
+            if key not in _STRICT_KEYWORDS:
+                problems.append(f"{path}: keyword {key!r} is not supported in strict mode")
+        types = node.get("type")
+        for kind in types if isinstance(types, list) else [types] if types else []:
+            if kind not in _STRICT_TYPES:
+                problems.append(f"{path}: type {kind!r}")
+        if "type" not in node and not ({"anyOf", "$ref", "enum", "const"} & node.keys()):
+            problems.append(f"{path}: no type")
+        if types == "object" or "properties" in node:
+            properties = node.get("properties", {})
+            if node.get("additionalProperties") is not False:
+                problems.append(f"{path}: additionalProperties must be false")
+            if sorted(node.get("required", [])) != sorted(properties):
+                problems.append(f"{path}: required must list every property")
+            for name, child in properties.items():
+                walk(child, f"{path}.{name}")
+        if "enum" in node:
+            kinds = {type(value) for value in node["enum"]}
+            if types == "string" and kinds != {str}:
+                problems.append(f"{path}: a string enum holds non-strings")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+        for index, variant in enumerate(node.get("anyOf", [])):
+            walk(variant, f"{path}|{index}")
+        for name, child in node.get("$defs", {}).items():
+            walk(child, f"$defs.{name}")
+
+    walk(schema, "$")
+    return problems
+
+
+def test_the_strict_mode_checker_catches_what_openai_rejects() -> None:
+    loose = {
+        "type": "object",
+        "properties": {"a": {"type": "integer", "default": 3, "minimum": 1}, "b": {"type": "string"}},
+        "required": ["a"],
+    }
+    problems = strict_mode_violations(loose)
+
+    assert "$: additionalProperties must be false" in problems
+    assert "$: required must list every property" in problems
+    assert "$.a: keyword 'default' is not supported in strict mode" in problems
+    assert "$.a: keyword 'minimum' is not supported in strict mode" in problems
+
+
+def test_tool_schema_is_valid_in_strict_mode() -> None:
+    tool = image_tool_schema()
+
+    assert tool["type"] == "function"
+    function = tool["function"]
+    assert function["name"] == IMAGE_TOOL_NAME
+    assert function["strict"] is True
+    assert "image" in function["description"]
+    assert strict_mode_violations(function["parameters"]) == []
+    json.dumps(tool)  # sendable as is
+
+
+def test_optional_arguments_are_nullable_and_only_prompt_must_be_a_value() -> None:
+    properties = image_tool_schema()["function"]["parameters"]["properties"]
+
+    assert properties["prompt"]["type"] == "string"
+    nullable = [name for name, prop in properties.items() if {"type": "null"} in prop.get("anyOf", [])]
+    assert sorted(nullable) == sorted(set(properties) - {"prompt"})
+
+
+def test_tool_schema_enums_and_descriptions_come_from_the_catalog() -> None:
+    properties = image_tool_schema()["function"]["parameters"]["properties"]
+    models = properties["model"]["anyOf"][0]["enum"]
+    sizes = properties["size"]["anyOf"][0]["enum"]
+
+    assert set(models) == set(catalog.models_for("generations")) | set(catalog.models_for("image2image"))
+    for name in models:
+        for endpoint in ("generations", "image2image"):
+            spec = catalog.MODELS[name].spec(endpoint)  # type: ignore[arg-type]
+            if spec is not None and spec.sizes:
+                assert set(spec.sizes) <= set(sizes)
+    assert "HEIGHTxWIDTH" in properties["size"]["description"]  # step-image-edit-2's quirk is spelled out
+    assert "default 8" in properties["steps"]["description"]
+    assert "(0, 1]" in properties["source_weight"]["description"]
+
+
+def test_responses_api_shape_is_flat() -> None:
+    tool = image_tool_schema(api="responses", name="draw")
+
+    assert tool["type"] == "function"
+    assert tool["name"] == "draw"
+    assert strict_mode_violations(tool["parameters"]) == []
+
+
+# --- running tool calls ---------------------------------------------------------------------------
+
+
+def last_request(emulator: Emulator, count: int = 1) -> dict[str, Any]:
+    """The emulator's log entry of the last request. The emulator records a request after it has
+    answered it, so the entry may land a moment after the client has its response."""
+    deadline = time.monotonic() + 5
+    while len(emulator.requests()) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return emulator.requests()[-1]
+
+
+def strict_arguments(**given: Any) -> str:
+    """Arguments as a strict-mode model writes them: every property present, null when unused."""
+    properties = image_tool_schema()["function"]["parameters"]["properties"]
+    return json.dumps({name: given.get(name) for name in properties})
+
+
+def tool_call(arguments: str, name: str = IMAGE_TOOL_NAME) -> ChatCompletionMessageToolCall:
+    return ChatCompletionMessageToolCall(id="call_1", type="function", function={"name": name, "arguments": arguments})
+
+
+def test_round_trip_from_schema_to_a_saved_image(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, tmp_path: Path
+) -> None:
+    call = tool_call(strict_arguments(prompt="a red fox in the snow", size="768x1360", seed=1234))
+
+    content = run_tool_call(stepfun_client, call, output_dir=tmp_path / "out")
+
+    saved = list((tmp_path / "out").iterdir())
+    assert len(saved) == 1 and saved[0].read_bytes().startswith(b"\x89PNG")
+    assert str(saved[0]) in content
+    assert "seed 1234" in content and "step-image-edit-2" in content
+    assert "1360x768 (width x height)" in content  # step-image-edit-2 sizes are HEIGHTxWIDTH
+    sent = last_request(stepfun_emulator)["fields"]
+    assert sent["response_format"] == "b64_json"  # saved images never depend on an expiring URL
+    assert sent["size"] == "768x1360" and sent["seed"] == 1234
+    assert "model" in sent and "negative_prompt" not in sent  # nulls are not sent
+
+
+def test_without_output_dir_the_model_gets_the_url(stepfun_client: StepFun, stepfun_emulator: Emulator) -> None:
+    content = run_tool_call(
+        stepfun_client,
+        {"id": "call_1", "type": "function", "function": {"name": IMAGE_TOOL_NAME, "arguments": '{"prompt": "a fox"}'}},
+    )
+
+    assert last_request(stepfun_emulator)["fields"]["response_format"] == "url"
+    url = content.split("URL (valid for about an hour, download it to keep it): ")[1]
+    assert stepfun_emulator.download(url).startswith(b"\x89PNG")
+    assert "1024x1024 (width x height)" in content
+
+
+def test_a_source_image_turns_the_call_into_image2image(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "cat.png"
+    source.write_bytes(tiny_png(64, 64))
+
+    content = run_tool_call(
+        stepfun_client, tool_call(strict_arguments(prompt="the same cat as a watercolour", source_image=str(source)))
+    )
+
+    request = last_request(stepfun_emulator)
+    assert request["endpoint"] == "image2image"
+    assert request["fields"]["model"] == "step-2x-large"  # the default model has no image2image
+    assert request["fields"]["source_weight"] == 0.5
+    assert content.startswith("Transformed the source image")
+
+
+def test_a_size_the_model_does_not_take_comes_back_as_a_fixable_result(
+    stepfun_client: StepFun, stepfun_emulator: Emulator
+) -> None:
+    content = run_tool_call(
+        stepfun_client, tool_call(strict_arguments(prompt="a fox", model="step-2x-large", size="768x1360"))
+    )
+
+    assert content.startswith("Invalid argument size='768x1360' for model 'step-2x-large'")
+    assert "256x256, 512x512, 768x768, 1024x1024, 1280x800, 800x1280" in content
+    assert "call generate_image again" in content
+    assert stepfun_emulator.requests() == []  # nothing was sent
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('{"prompt": "a fox", "steps": 80}', "Invalid argument steps=80 for model 'step-image-edit-2'"),
+        ('{"prompt": "a fox", "colour": "red"}', "unknown argument 'colour' (the arguments are: prompt, model"),
+        ('{"size": "1024x1024"}', "prompt is required"),
+        ('{"prompt": "a fox", "size": "999x999"}', "size='999x999': not a known size; use one of 1024x1024"),
+        ('{"prompt": "a fox"', "The arguments were not valid: expected a JSON object"),
+        ('{"prompt": "a fox", "source_weight": 0.3}', "source_weight=0.3. Allowed: only together with source_image"),
+        ('{"prompt": "a fox", "source_image": "cat.png"}', "Invalid argument source_image='cat.png'"),
+    ],
+)
+def test_bad_arguments_say_what_to_fix(stepfun_client: StepFun, arguments: str, expected: str) -> None:
+    content = run_tool_call(stepfun_client, tool_call(arguments))
+
+    assert expected in content
+    assert "Nothing was generated" in content
+
+
+def test_validation_errors_can_raise_instead(stepfun_client: StepFun) -> None:
+    with pytest.raises(StepFunValidationError) as caught:
+        run_tool_call(stepfun_client, tool_call('{"prompt": "a fox", "steps": 80}'), handle_validation_error=False)
+
+    assert caught.value.param == "steps"
+
+
+def test_local_files_can_be_refused(stepfun_client: StepFun, tmp_path: Path) -> None:
+    source = tmp_path / "cat.png"
+    source.write_bytes(tiny_png(64, 64))
+
+    content = run_tool_call(
+        stepfun_client, tool_call(json.dumps({"prompt": "a cat", "source_image": str(source)})), local_files=False
+    )
+
+    assert "source_image" in content and "not allowed to read local files" in content
+
+
+@pytest.mark.stepfun_emulator(block_words=["forbidden"])
+def test_a_moderation_block_is_explained_not_raised(stepfun_client: StepFun) -> None:
+    result = run_image_tool(stepfun_client, {"prompt": "a forbidden thing"})
+
+    assert result.error == "content_blocked"
+    assert "blocked" in result.content and "rephrase" in result.content
+    assert result.image is None
+
+
+@pytest.mark.stepfun_emulator(filter_words=["smudge"])
+def test_a_content_filtered_image_is_explained_and_not_saved(stepfun_client: StepFun, tmp_path: Path) -> None:
+    result = run_image_tool(stepfun_client, {"prompt": "a smudge"}, output_dir=tmp_path)
+
+    assert result.error == "content_filtered"
+    assert "content_filtered" in result.content and "not saved" in result.content
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_tool_shapes_are_accepted(stepfun_client: StepFun) -> None:
+    responses_item = {"type": "function_call", "call_id": "c1", "name": IMAGE_TOOL_NAME, "arguments": '{"prompt": "x"}'}
+    langchain_call = {"name": IMAGE_TOOL_NAME, "args": {"prompt": "x"}, "id": "c2", "type": "tool_call"}
+
+    assert run_tool_call(stepfun_client, responses_item).startswith("Generated")
+    assert run_tool_call(stepfun_client, langchain_call).startswith("Generated")
+
+
+def test_a_call_for_another_tool_is_a_programming_error(stepfun_client: StepFun) -> None:
+    with pytest.raises(ValueError, match="'get_weather', not 'generate_image'"):
+        run_tool_call(stepfun_client, tool_call("{}", name="get_weather"))
+
+
+def test_an_unknown_default_model_is_rejected_up_front(stepfun_client: StepFun) -> None:
+    with pytest.raises(StepFunValidationError, match="default_model"):
+        run_tool_call(stepfun_client, tool_call('{"prompt": "x"}'), default_model="dall-e-3")
+
+
+async def test_async_tool_call(async_stepfun_client: Any, stepfun_emulator: Emulator, tmp_path: Path) -> None:
+    content = await arun_tool_call(
+        async_stepfun_client, tool_call(strict_arguments(prompt="a fox", seed=7)), output_dir=tmp_path
+    )
+
+    (saved,) = tmp_path.iterdir()
+    assert f"Saved to {saved}" in content and "seed 7" in content
+    assert last_request(stepfun_emulator)["fields"]["seed"] == 7
+
+
+def test_fallback_writer_leaves_no_partial_file(tmp_path: Path) -> None:
+    # For a StepFunImage without save() (the helper ships while save() lands in parallel).
+    import base64
+
+    from stepfun_openai.tools import _write_atomically
+    from stepfun_openai.types import StepFunImage
+
+    image = StepFunImage(b64_json=base64.b64encode(tiny_png()).decode(), seed=5)
+
+    path = _write_atomically(image, tmp_path)
+
+    assert path.name.startswith("stepfun-5-") and path.suffix == ".png"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert path.read_bytes() == tiny_png()
