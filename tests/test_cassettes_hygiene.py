@@ -141,7 +141,7 @@ def test_every_cassette_belongs_to_a_test() -> None:
 def noisy_png(width: int, height: int) -> bytes:
     """An incompressible PNG: what a real generated image costs in a cassette."""
     rng = random.Random(7)
-    image = Image.frombytes("L", (width, height), bytes(rng.getrandbits(8) for _ in range(width * height)))
+    image = Image.frombytes("L", (width, height), rng.randbytes(width * height))
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
