@@ -12,16 +12,16 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel  # noqa: E402
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage  # noqa: E402
-from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ValidationError
 
-from stepfun_openai import AsyncStepFun, StepFun, StepFunImage, StepFunValidationError  # noqa: E402
-from stepfun_openai.emulator import Emulator  # noqa: E402
-from stepfun_openai.langchain import StepFunImageTool  # noqa: E402
-from stepfun_openai.tools import ImageToolArgs  # noqa: E402
-from tests.test_tools import last_request, strict_mode_violations  # noqa: E402
+from stepfun_openai import AsyncStepFun, StepFun, StepFunImage, StepFunValidationError
+from stepfun_openai.emulator import Emulator
+from stepfun_openai.langchain import StepFunImageTool
+from stepfun_openai.tools import ImageToolArgs
+from tests.test_tools import last_request, strict_mode_violations
 
 
 def call(args: dict[str, Any], call_id: str = "call_1") -> dict[str, Any]:
