@@ -323,3 +323,12 @@ def test_fallback_writer_leaves_no_partial_file(tmp_path: Path) -> None:
     assert path.name.startswith("stepfun-5-") and path.suffix == ".png"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     assert path.read_bytes() == tiny_png()
+
+
+def test_without_local_validation_stepfuns_own_400_is_explained(stepfun_emulator: Emulator) -> None:
+    client = StepFun(api_key=stepfun_emulator.api_key, base_url=stepfun_emulator.base_url, validate=False)
+
+    content = run_tool_call(client, tool_call('{"prompt": "a fox", "model": "step-2x-large", "size": "768x1360"}'))
+
+    assert content.startswith("StepFun rejected the request: Request param: size is invalid")
+    assert "Fix the argument" in content
