@@ -90,12 +90,13 @@ class _StepFunMixin:
         retry_policy: RetryPolicy | None,
         validate: bool,
         stable_seed: bool,
+        fit: bool = False,
     ) -> None:
         policy = retry_policy or DEFAULT_RETRY_POLICY
         if max_retries is not None:
             policy = policy.with_max_retries(max_retries)
         self.retry_policy = policy
-        self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed)
+        self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed, fit=fit)
 
     @property
     def validate(self) -> bool:
@@ -107,6 +108,11 @@ class _StepFunMixin:
         """Whether the client picks the seed (when none is given) before the first attempt."""
         return self._stepfun_settings.stable_seed
 
+    @property
+    def fit(self) -> bool:
+        """Whether input images the model would reject are converted/scaled (Pillow) instead."""
+        return self._stepfun_settings.fit
+
     def _stepfun_copy_kwargs(
         self,
         *,
@@ -115,6 +121,7 @@ class _StepFunMixin:
         validate: bool | None,
         stable_seed: bool | None,
         extra: Mapping[str, Any],
+        fit: bool | None = None,
     ) -> dict[str, Any]:
         policy = retry_policy or self.retry_policy
         if not isinstance(max_retries, NotGiven):
@@ -126,6 +133,7 @@ class _StepFunMixin:
                 "retry_policy": policy,
                 "validate": self.validate if validate is None else validate,
                 "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
+                "fit": self.fit if fit is None else fit,
                 **extra,
             },
         }
@@ -161,7 +169,7 @@ def _is_image_call(cast_to: Any, response: httpx2.Response) -> bool:
 
 
 def _finish(result: object, options: FinalRequestOptions, response: httpx2.Response) -> Any:
-    sent = options.json_data if isinstance(options.json_data, Mapping) else None
+    sent = options.json_data if isinstance(options.json_data, Mapping) else getattr(options.content, "sent", None)
     return finish_images_response(result, response, sent)
 
 
@@ -177,7 +185,8 @@ class StepFun(_StepFunMixin, OpenAI):
     ``base_url`` to ``STEPFUN_BASE_URL``, then ``https://api.stepfun.com/v1``. ``max_retries`` and
     ``retry_policy`` configure the retries (the SDK's own are off: tenacity owns them);
     ``validate=False`` turns off the local checks against the catalog; ``stable_seed=False`` stops
-    the client from picking a seed when none is given. Every other keyword goes to ``OpenAI``.
+    the client from picking a seed when none is given; ``fit=True`` converts or scales input images
+    the model would reject (needs Pillow). Every other keyword goes to ``OpenAI``.
     """
 
     def __init__(
@@ -190,11 +199,12 @@ class StepFun(_StepFunMixin, OpenAI):
         timeout: float | httpx2.Timeout | NotGiven | None = not_given,
         validate: bool = True,
         stable_seed: bool = True,
+        fit: bool = False,
         default_headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         self._stepfun_setup(
-            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed
+            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed, fit=fit
         )
         super().__init__(
             api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
@@ -218,6 +228,7 @@ class StepFun(_StepFunMixin, OpenAI):
         retry_policy: RetryPolicy | None = None,
         validate: bool | None = None,
         stable_seed: bool | None = None,
+        fit: bool | None = None,
         _extra_kwargs: Mapping[str, Any] = {},
         **kwargs: Any,
     ) -> Self:
@@ -228,6 +239,7 @@ class StepFun(_StepFunMixin, OpenAI):
             validate=validate,
             stable_seed=stable_seed,
             extra=_extra_kwargs,
+            fit=fit,
         )
         return super().copy(**ours, **kwargs)
 
@@ -268,11 +280,12 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         timeout: float | httpx2.Timeout | NotGiven | None = not_given,
         validate: bool = True,
         stable_seed: bool = True,
+        fit: bool = False,
         default_headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         self._stepfun_setup(
-            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed
+            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed, fit=fit
         )
         super().__init__(
             api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
@@ -296,6 +309,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         retry_policy: RetryPolicy | None = None,
         validate: bool | None = None,
         stable_seed: bool | None = None,
+        fit: bool | None = None,
         _extra_kwargs: Mapping[str, Any] = {},
         **kwargs: Any,
     ) -> Self:
@@ -306,6 +320,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
             validate=validate,
             stable_seed=stable_seed,
             extra=_extra_kwargs,
+            fit=fit,
         )
         return super().copy(**ours, **kwargs)
 

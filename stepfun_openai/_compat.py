@@ -15,6 +15,14 @@ from openai._response import async_to_streamed_response_wrapper, to_streamed_res
 from openai._streaming import AsyncStream, Stream
 from openai._types import Body, FileTypes, Headers, Query, ResponseT
 
+try:  # serialises JSON bodies exactly as the SDK does (datetime, pydantic models)
+    from openai._utils._json import openapi_dumps
+except ImportError:  # pragma: no cover - older openai releases
+    import json as _json
+
+    def openapi_dumps(obj: object) -> bytes:
+        return _json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
 __all__ = [
     "RAW_RESPONSE_HEADER",
     "AsyncAPIResource",
@@ -31,6 +39,7 @@ __all__ = [
     "cached_property",
     "legacy_response",
     "make_request_options",
+    "openapi_dumps",
     "to_streamed_response_wrapper",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
@@ -20,7 +21,7 @@ from ._compat import (
     make_request_options,
     to_streamed_response_wrapper,
 )
-from ._requests import ClientSettings, prepare_edit, prepare_json
+from ._requests import AsyncJSONContent, ClientSettings, JSONContent, has_inline_images, prepare_edit, prepare_json
 from .types import ImageInput, StepFunImagesResponse, StyleReference
 
 if TYPE_CHECKING:
@@ -31,8 +32,26 @@ __all__ = ["AsyncImages", "Images"]
 ResponseFormat = Literal["url", "b64_json"]
 
 
-def _settings(client: Any) -> ClientSettings:
-    return getattr(client, "_stepfun_settings", ClientSettings())
+def _settings(client: Any, fit: bool | None = None) -> ClientSettings:
+    settings: ClientSettings = getattr(client, "_stepfun_settings", ClientSettings())
+    return settings if fit is None else dataclasses.replace(settings, fit=fit)
+
+
+def _json_post(
+    body: dict[str, Any],
+    extra_headers: Headers | None,
+    extra_query: Query | None,
+    timeout: float | httpx2.Timeout | NotGiven | None,
+    *,
+    is_async: bool = False,
+) -> dict[str, Any]:
+    """``_post`` arguments for a JSON body. A body with inline images goes as raw content written
+    around their base64 bytes (no ``json.dumps`` copies of megabytes of base64)."""
+    if not has_inline_images(body):
+        return {"body": body, "options": _options(extra_headers, extra_query, timeout)}
+    content = AsyncJSONContent(body) if is_async else JSONContent(body)
+    headers = {**(extra_headers or {}), "Content-Type": "application/json", "Content-Length": str(len(content))}
+    return {"content": content, "options": _options(headers, extra_query, timeout)}
 
 
 def _options(
@@ -78,6 +97,7 @@ class Images(_Images):
         style_reference: StyleReference | dict[str, Any] | Omit = omit,
         source_image: ImageInput | Omit = omit,
         source_weight: float | Omit = omit,
+        fit: bool | None = None,
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
@@ -101,6 +121,8 @@ class Images(_Images):
           source_image: an image to start from (the seed guide's "垫图"); prefer ``image2image``.
           source_weight: with ``source_image``: (0, 1], smaller = closer to the source.
           extra_body: merged into the JSON body key by key; its values win on conflicts.
+          fit: with Pillow, convert an unsupported input format to PNG/JPEG and scale an
+            over-limit image down (a warning says what changed); default: the client's ``fit``.
         """
         body = prepare_json(
             "generations",
@@ -120,12 +142,11 @@ class Images(_Images):
                 "source_weight": source_weight,
             },
             extra_body,
-            _settings(self._client),
+            _settings(self._client, fit),
         )
         return self._post(
             "/images/generations",
-            body=body,
-            options=_options(extra_headers, extra_query, timeout),
+            **_json_post(body, extra_headers, extra_query, timeout),
             cast_to=StepFunImagesResponse,
         )
 
@@ -142,6 +163,7 @@ class Images(_Images):
         seed: int | Omit = omit,
         steps: int | Omit = omit,
         cfg_scale: float | Omit = omit,
+        fit: bool | None = None,
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
@@ -158,6 +180,7 @@ class Images(_Images):
             variations, 0-0.5 detail enhancement, 0.3-0.8 small edits.
           size: 256x256, 512x512, 768x768, 1024x1024 (default), 1280x800, 800x1280.
           steps: 1..100, default 50. cfg_scale: 1..10 (default 6, or 7.5 for step-1x-medium).
+          fit: convert/scale a source the model would reject (needs Pillow); see ``generate``.
         """
         body = prepare_json(
             "image2image",
@@ -174,12 +197,11 @@ class Images(_Images):
                 "cfg_scale": cfg_scale,
             },
             extra_body,
-            _settings(self._client),
+            _settings(self._client, fit),
         )
         return self._post(
             "/images/image2image",
-            body=body,
-            options=_options(extra_headers, extra_query, timeout),
+            **_json_post(body, extra_headers, extra_query, timeout),
             cast_to=StepFunImagesResponse,
         )
 
@@ -197,6 +219,7 @@ class Images(_Images):
         cfg_scale: float | Omit = omit,
         negative_prompt: str | Omit = omit,
         text_mode: bool | Omit = omit,
+        fit: bool | None = None,
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
@@ -211,6 +234,7 @@ class Images(_Images):
           size: step-1x-edit only: 512x512 (default), 768x768, 1024x1024.
           steps: 1..50 (default 8 / 28). cfg_scale: 1..10 (default 1.0 / 6).
           negative_prompt: step-image-edit-2. text_mode: better text rendering.
+          fit: convert/scale an image the model would reject (needs Pillow); see ``generate``.
         """
         form, files = prepare_edit(
             {
@@ -227,7 +251,7 @@ class Images(_Images):
                 "text_mode": text_mode,
             },
             extra_body,
-            _settings(self._client),
+            _settings(self._client, fit),
         )
         return self._post(
             "/images/edits",
@@ -267,6 +291,7 @@ class AsyncImages(_AsyncImages):
         style_reference: StyleReference | dict[str, Any] | Omit = omit,
         source_image: ImageInput | Omit = omit,
         source_weight: float | Omit = omit,
+        fit: bool | None = None,
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
@@ -291,12 +316,11 @@ class AsyncImages(_AsyncImages):
                 "source_weight": source_weight,
             },
             extra_body,
-            _settings(self._client),
+            _settings(self._client, fit),
         )
         return await self._post(
             "/images/generations",
-            body=body,
-            options=_options(extra_headers, extra_query, timeout),
+            **_json_post(body, extra_headers, extra_query, timeout, is_async=True),
             cast_to=StepFunImagesResponse,
         )
 
@@ -313,6 +337,7 @@ class AsyncImages(_AsyncImages):
         seed: int | Omit = omit,
         steps: int | Omit = omit,
         cfg_scale: float | Omit = omit,
+        fit: bool | None = None,
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
@@ -334,12 +359,11 @@ class AsyncImages(_AsyncImages):
                 "cfg_scale": cfg_scale,
             },
             extra_body,
-            _settings(self._client),
+            _settings(self._client, fit),
         )
         return await self._post(
             "/images/image2image",
-            body=body,
-            options=_options(extra_headers, extra_query, timeout),
+            **_json_post(body, extra_headers, extra_query, timeout, is_async=True),
             cast_to=StepFunImagesResponse,
         )
 
@@ -357,6 +381,7 @@ class AsyncImages(_AsyncImages):
         cfg_scale: float | Omit = omit,
         negative_prompt: str | Omit = omit,
         text_mode: bool | Omit = omit,
+        fit: bool | None = None,
         extra_headers: Headers | None = None,
         extra_query: Query | None = None,
         extra_body: Body | None = None,
@@ -378,7 +403,7 @@ class AsyncImages(_AsyncImages):
                 "text_mode": text_mode,
             },
             extra_body,
-            _settings(self._client),
+            _settings(self._client, fit),
         )
         return await self._post(
             "/images/edits",

@@ -10,6 +10,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,10 @@ from ._sniff import HEADER_BYTES, ImageInfo, sniff
 
 __all__ = [
     "EncodedImage",
+    "InlineImage",
     "decode_image_string",
     "encode_image",
+    "encode_inline",
     "image_bytes",
     "inspect_image_string",
 ]
@@ -170,3 +173,83 @@ def image_bytes(value: Any, *, param: str) -> bytes:
             param, source, "the edits endpoint uploads a file; pass a path, bytes, a file object or base64, not a URL"
         )
     return decode_image_string(source, param=param)
+
+
+# --- Inline images without intermediate copies ---------------------------------------------------
+
+
+class InlineImage:
+    """A local image going into a JSON body, base64-encoded once, as ``bytes``.
+
+    It never becomes a ``str``: the request body is written around it (see
+    ``_requests.JSONContent``), so a 10 MB source costs its base64 once instead of the several
+    copies ``json.dumps`` makes of a long string.
+    """
+
+    __slots__ = ("b64", "info", "nbytes", "prefix")
+
+    def __init__(
+        self, b64: bytes, info: ImageInfo, nbytes: int, *, data_url: bool, prefix: bytes | None = None
+    ) -> None:
+        self.b64 = b64
+        self.info = info
+        self.nbytes = nbytes
+        if prefix is None:
+            prefix = f"data:{info.mime_type};base64,".encode("ascii") if data_url else b""
+        self.prefix = prefix if data_url else b""
+
+    def __len__(self) -> int:
+        """Characters on the wire."""
+        return len(self.prefix) + len(self.b64)
+
+    def head_text(self) -> str:
+        """The prefix and enough base64 to sniff: a short stand-in for checks that read the head."""
+        return (self.prefix + self.b64[:_HEAD_CHARS]).decode("ascii")
+
+    def encoded(self) -> EncodedImage:
+        return EncodedImage(text=self.head_text(), info=self.info, nbytes=self.nbytes)
+
+    def __repr__(self) -> str:
+        kind = "data URL" if self.prefix else "base64"
+        return f"<inline {self.info.format or 'unknown'} image, {self.nbytes} bytes as {kind}>"
+
+
+def encode_inline(
+    value: Any, *, param: str, data_url: bool = True, fit: Callable[[bytes], bytes] | None = None
+) -> EncodedImage | InlineImage:
+    """Like :func:`encode_image`, but a local image becomes an :class:`InlineImage` (base64 bytes).
+
+    URLs and strings the user already encoded are sent as they are (an ``EncodedImage``), unless
+    ``fit`` (``fit=True``: a function that converts or scales image bytes) has to change them.
+    """
+    source = _read_source(value, param)
+    if isinstance(source, str):
+        if _is_http_url(source) or (fit is None and not source.isascii()):
+            return encode_image(source, param=param, data_url=data_url)
+        if fit is None:
+            return _inline_from_text(source, param=param, data_url=data_url)
+        source = decode_image_string(source, param=param)
+    if fit is not None:
+        source = fit(source)
+    info = sniff(source[:HEADER_BYTES])
+    nbytes = len(source)
+    b64 = base64.b64encode(source)
+    del source  # the raw bytes can go before the body is built
+    return InlineImage(b64, info, nbytes, data_url=data_url)
+
+
+def _inline_from_text(text: str, *, param: str, data_url: bool) -> EncodedImage | InlineImage:
+    """A data URL or base64 string the user encoded: its base64 goes on the wire unchanged, as
+    bytes (one ``encode``, no ``json.dumps`` copies)."""
+    inspected = inspect_image_string(text, param=param)
+    start = 0
+    if text[:5].lower() == "data:":
+        match = _DATA_URL_RE.match(text[:200])
+        start = match.end() if match else 0
+    if any(char in text for char in '\r\n"\\'):
+        # not writable into JSON as is; the ordinary path escapes it
+        return encode_image(text, param=param, data_url=data_url)
+    encoded = text.encode("ascii")
+    prefix = encoded[:start] if start else None
+    b64 = encoded[start:] if start else encoded
+    return InlineImage(b64, inspected.info, inspected.nbytes or 0, data_url=data_url, prefix=prefix)

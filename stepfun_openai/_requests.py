@@ -6,8 +6,10 @@ seed -> validated against the catalog -> the SDK sends it.
 
 from __future__ import annotations
 
+import functools
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +18,9 @@ from openai import NotGiven, Omit
 
 from . import catalog
 from ._exceptions import MalformedResponseError, StepFunValidationError
-from ._inputs import encode_image, image_bytes
+from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
-from ._validation import validate_request, warn_if_retired
+from ._validation import check_image, validate_request, warn_if_retired
 from .types import StepFunImage, StepFunImagesResponse, StyleReference, ensure_private
 
 __all__ = ["ClientSettings", "deep_merge", "finish_images_response", "prepare_edit", "prepare_json"]
@@ -30,6 +32,8 @@ _EXCERPT = 300
 class ClientSettings:
     validate: bool = True
     stable_seed: bool = True
+    fit: bool = False
+    """Convert/scale input images that the model would reject (needs Pillow); see ``_fit``."""
 
 
 def given(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +60,31 @@ def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict
     return merged
 
 
-def _style_reference(value: Any) -> dict[str, Any]:
+def _fitter(
+    endpoint: catalog.Endpoint, model: object, settings: ClientSettings
+) -> Callable[[bytes, str], bytes] | None:
+    """With ``fit``: a function that makes image bytes acceptable to ``model`` on ``endpoint``."""
+    if not settings.fit or not isinstance(model, str):
+        return None
+    spec = catalog.get_model(model)
+    endpoint_spec = spec.spec(endpoint) if spec is not None else None
+    limits = endpoint_spec.image_limits if endpoint_spec is not None else None
+    if limits is None:
+        return None
+    from ._fit import fit_image
+
+    return lambda data, param: fit_image(data, limits, param=param)
+
+
+def _encode(value: Any, param: str, fit: Callable[[bytes, str], bytes] | None, data_url: bool = True) -> object:
+    """A wire value: the user's string (URL, or base64 that cannot go as is) or an ``InlineImage``."""
+    encoded = encode_inline(
+        value, param=param, data_url=data_url, fit=functools.partial(fit, param=param) if fit else None
+    )
+    return encoded.text if isinstance(encoded, EncodedImage) else encoded
+
+
+def _style_reference(value: Any, fit: Callable[[bytes, str], bytes] | None = None) -> dict[str, Any]:
     if isinstance(value, StyleReference):
         image, weight = value.image, value.weight
         extra: dict[str, Any] = {}
@@ -70,7 +98,7 @@ def _style_reference(value: Any) -> dict[str, Any]:
             value,
             "a StyleReference(image=..., weight=...) or a dict with image/source_url and weight",
         )
-    encoded: dict[str, Any] = {**extra, "source_url": encode_image(image, param="style_reference.image").text}
+    encoded: dict[str, Any] = {**extra, "source_url": _encode(image, "style_reference.image", fit)}
     if weight is not None:
         encoded["weight"] = weight
     return encoded
@@ -78,7 +106,9 @@ def _style_reference(value: Any) -> dict[str, Any]:
 
 def _stable_seed(body: dict[str, Any], settings: ClientSettings) -> None:
     """Pick the seed before the first attempt, so every retry asks for the same image."""
-    if settings.stable_seed and not body.get("seed"):
+    seed = body.get("seed")
+    # Only "no seed" (missing, None, 0) is replaced; a wrong one such as False is left to validation.
+    if settings.stable_seed and (seed is None or (seed == 0 and not isinstance(seed, bool))):
         body["seed"] = secrets.randbelow(catalog.SEED_MAX) + 1
 
 
@@ -90,20 +120,102 @@ def prepare_json(
 ) -> dict[str, Any]:
     """The JSON body for ``generations`` or ``image2image``."""
     body = given(typed)
+    fit = _fitter(endpoint, body.get("model"), settings)
     if "source_url" in body:
-        body["source_url"] = encode_image(body["source_url"], param="source_url").text
+        body["source_url"] = _encode(body["source_url"], "source_url", fit)
     if "source_image" in body:
         # The seed guide sends bare base64 here, and that is what StepFun was seen to accept.
-        body["source_image"] = encode_image(body["source_image"], param="source_image", data_url=False).text
+        body["source_image"] = _encode(body["source_image"], "source_image", fit, data_url=False)
     if "style_reference" in body:
-        body["style_reference"] = _style_reference(body["style_reference"])
+        body["style_reference"] = _style_reference(body["style_reference"], fit)
     body = deep_merge(body, _extra_body(extra_body))
     _stable_seed(body, settings)
     if isinstance(body.get("model"), str):
         warn_if_retired(body["model"])
     if settings.validate:
-        validate_request(endpoint, body)
+        _validate_with_inline_images(endpoint, body)
     return body
+
+
+def _inline_images(body: Mapping[str, Any]) -> list[tuple[str, InlineImage]]:
+    found = [(key, value) for key, value in body.items() if isinstance(value, InlineImage)]
+    style = body.get("style_reference")
+    if isinstance(style, Mapping):
+        found += [(f"style_reference.{k}", v) for k, v in style.items() if isinstance(v, InlineImage)]
+    return found
+
+
+def _validate_with_inline_images(endpoint: catalog.Endpoint, body: Mapping[str, Any]) -> None:
+    """``validate_request`` on the body, inline images checked from their header and byte count
+    (never turned into a string)."""
+    inline = _inline_images(body)
+    if not inline:
+        validate_request(endpoint, body)
+        return
+    view = {key: (value.head_text() if isinstance(value, InlineImage) else value) for key, value in body.items()}
+    if isinstance(body.get("style_reference"), Mapping):
+        view["style_reference"] = {
+            k: (v.head_text() if isinstance(v, InlineImage) else v) for k, v in body["style_reference"].items()
+        }
+    spec = validate_request(endpoint, view)
+    if spec.image_limits is None:
+        return
+    for param, image in inline:
+        check_image(param, image.encoded(), image.nbytes, spec.image_limits, str(body.get("model")), endpoint)
+
+
+class _JSONParts:
+    """A JSON body as a few ``bytes`` parts, inline images' base64 among them untouched."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        from ._compat import openapi_dumps
+
+        self.sent = body
+        images = {str(id(image)): image for _, image in _inline_images(body)}
+        text = openapi_dumps(_replace_inline(body))
+        parts: list[bytes] = []
+        pos = 0
+        for match in _MARKER_RE.finditer(text):
+            image = images[match.group(1).decode("ascii")]
+            parts += [text[pos : match.start()], b'"' + image.prefix, image.b64, b'"']
+            pos = match.end()
+        parts.append(text[pos:])
+        self.parts = [part for part in parts if part]
+        self.length = sum(len(part) for part in self.parts)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+_MARKER_RE = re.compile(rb'"@@stepfun-inline-(\d+)@@"')
+
+
+def _replace_inline(value: Any) -> Any:
+    if isinstance(value, InlineImage):
+        return f"@@stepfun-inline-{id(value)}@@"
+    if isinstance(value, Mapping):
+        return {k: _replace_inline(v) for k, v in value.items()}
+    return value
+
+
+class JSONContent(_JSONParts):
+    """A JSON request body for the sync client: iterable (and re-iterable, for retries) parts.
+    ``sent`` is the body as a mapping, for provenance."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.parts)
+
+
+class AsyncJSONContent(_JSONParts):
+    """The async client's :class:`JSONContent`."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            yield part
+
+
+def has_inline_images(body: Mapping[str, Any]) -> bool:
+    return bool(_inline_images(body))
 
 
 def _form_value(value: Any) -> str:
@@ -118,6 +230,9 @@ def prepare_edit(
     """The multipart form fields and the file for ``edits``; form fields go as strings."""
     body = given(typed)
     image = image_bytes(body.pop("image"), param="image")
+    fit = _fitter("edits", body.get("model"), settings)
+    if fit is not None:
+        image = fit(image, "image")
     filename = body.pop("filename", None)
     info = sniff(image[:HEADER_BYTES])
     body = deep_merge(body, _extra_body(extra_body))
@@ -165,6 +280,8 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
         raise malformed("HTTP 200 carrying an error envelope", response, extra.get("error"))
     if not result.data:
         raise malformed("no images in 'data'", response)
+    if not isinstance(result.data, list):
+        raise malformed(f"'data' is a {type(result.data).__name__}, not a list", response)
     trace_id = response.headers.get("x-trace-id")
     result._trace_id = trace_id
     request_info = _provenance(sent, response)
@@ -173,6 +290,11 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
         if not isinstance(image, StepFunImage):
             raise malformed(f"data[{index}] is not an image object", response)
         ensure_private(image)
+        for name in ("b64_json", "image", "url"):
+            if not isinstance(getattr(image, name), (str, type(None))):
+                raise malformed(f"data[{index}].{name} is not a string", response)
+        if image.seed is not None and (isinstance(image.seed, bool) or not isinstance(image.seed, int)):
+            raise malformed(f"data[{index}].seed is not an integer", response)
         if image.b64_json is None and image.image is not None:
             image.b64_json = image.image
         if image.b64_json is not None:
@@ -203,6 +325,8 @@ def _provenance(sent: Mapping[str, Any] | None, response: httpx2.Response) -> di
 
 
 def _describe_image(value: object) -> object:
+    if isinstance(value, InlineImage):
+        return f"<inline image, {len(value)} base64 chars>"
     if isinstance(value, str) and value[:8].lower().startswith(("http://", "https://")):
         return value
     if isinstance(value, str):
