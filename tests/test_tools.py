@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,19 @@ def test_without_local_validation_stepfuns_own_400_is_explained(stepfun_emulator
 
     assert content.startswith("StepFun rejected the request: Request param: size is invalid")
     assert "Fix the argument" in content
+
+
+def test_style_reference_goes_to_the_model_that_has_it(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, tmp_path: Path
+) -> None:
+    style = tmp_path / "style.png"
+    style.write_bytes(tiny_png(32, 32))
+    arguments = {"prompt": "a fox", "model": "step-1x-medium", "style_reference": str(style), "style_weight": 0.8}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # step-1x-medium is retired (warned once a process)
+        content = run_tool_call(stepfun_client, tool_call(json.dumps(arguments)))
+
+    sent = last_request(stepfun_emulator)["fields"]["style_reference"]
+    assert sent["weight"] == 0.8
+    assert content.startswith("Generated") and "step-1x-medium" in content
