@@ -478,3 +478,20 @@ def test_malformed_answers_raise_the_package_error(body: bytes, content_type: st
     assert isinstance(excinfo.value, openai.APIError)
     assert excinfo.value.trace_id == "tm" and excinfo.value.status_code == 200
     assert excinfo.value.excerpt
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_client_level_raw_and_streaming_views_include_image2image(mode: str) -> None:
+    recorder = Recorder()
+    if mode == "sync":
+        client = sync_client(recorder)
+        raw = client.with_raw_response.images.image2image(**I2I)
+        with client.with_streaming_response.images.generate(**GEN) as streamed:
+            assert streamed.headers["x-trace-id"] == "t-1"
+    else:
+        aclient = async_client(recorder)
+        raw = await aclient.with_raw_response.images.image2image(**I2I)
+        async with aclient.with_streaming_response.images.generate(**GEN) as astreamed:
+            assert astreamed.headers["x-trace-id"] == "t-1"
+    assert raw.parse().data[0].seed == 42
+    assert [r.url.path for r in recorder.requests] == ["/v1/images/image2image", "/v1/images/generations"]
