@@ -98,16 +98,18 @@ def digest(data: bytes) -> str:
 
 
 _DIGEST_OVER = 256
+_IMAGE_FIELDS = frozenset({"image", "source_url", "source_image"})
 
 
-def sanitize(value: Any) -> Any:
-    """``value`` with long strings (base64 payloads, data URLs) replaced by a short digest."""
+def sanitize(value: Any, key: str | None = None) -> Any:
+    """``value`` with image payloads (and any other long string) replaced by a short digest."""
     if isinstance(value, str):
-        return value if len(value) <= _DIGEST_OVER else digest(value.encode())
+        is_payload = key in _IMAGE_FIELDS and not value.startswith(("http://", "https://"))
+        return digest(value.encode()) if is_payload or len(value) > _DIGEST_OVER else value
     if isinstance(value, bytes):
         return digest(value)
     if isinstance(value, Mapping):
-        return {str(k): sanitize(v) for k, v in value.items()}
+        return {str(k): sanitize(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [sanitize(v) for v in value]
     return value
