@@ -206,10 +206,12 @@ class AdaptiveLimiter:
             if limit is not None:
                 self._known_rpm_limit = min(limit, self._known_rpm_limit or limit)
             if not stale:
-                current = self.rpm if self.rpm is not None else float(limit or 60)
-                new_rpm = current * DECREASE_FACTOR
-                if limit is not None and limit < current:
+                if self.rpm is None:  # unpaced until now: the stated limit is the best guess
+                    new_rpm = float(limit or 60)
+                elif limit is not None and limit < self.rpm:
                     new_rpm = float(limit)
+                else:  # at or under the stated limit and still refused: the account is shared
+                    new_rpm = self.rpm * DECREASE_FACTOR
                 self.rpm = max(1.0, new_rpm)
                 self._last_decrease = now
             pause = retry_after if retry_after is not None else self.interval

@@ -55,7 +55,7 @@ from ._retry import RetryPolicy, is_retryable
 from ._sniff import sniff
 
 if TYPE_CHECKING:
-    from ._client import AsyncStepFun
+    from ._client import AsyncStepFun, StepFun
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -313,7 +313,8 @@ def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[s
             job = _as_job(item)
         except (TypeError, ValueError) as exc:
             job_id = "invalid-" + hashlib.sha256(repr(item).encode()).hexdigest()[:12]
-            works.append(_Work(index, job_id, "generate", {}, invalid=str(exc)))
+            raw = {str(k): v for k, v in item.items()} if isinstance(item, Mapping) else {"job": repr(item)[:200]}
+            works.append(_Work(index, job_id, "generate", raw, invalid=str(exc)))
             continue
         params = {**{k: v for k, v in defaults.items() if k in allowed[job.endpoint]}, **job.params}
         params.setdefault("model", DEFAULT_MODELS[job.endpoint])
@@ -778,12 +779,27 @@ async def arun(
     return result
 
 
+def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
+    """A new ``AsyncStepFun`` with the settings of ``client`` (sync or async)."""
+    from ._client import AsyncStepFun
+
+    return AsyncStepFun(
+        api_key=client.api_key,
+        base_url=client.base_url,
+        retry_policy=client.retry_policy,
+        validate=client.validate,
+        stable_seed=client.stable_seed,
+        timeout=client.timeout,
+        default_headers=dict(getattr(client, "_custom_headers", {}) or {}) or None,
+    )
+
+
 def run(
     jobs: Iterable[Job | Mapping[str, Any] | str],
     *,
     out: str | os.PathLike[str],
     manifest: str | os.PathLike[str] | None = None,
-    client: AsyncStepFun | None = None,
+    client: StepFun | AsyncStepFun | None = None,
     concurrency: int | None = None,
     rpm: int | None = None,
     tier: str | None = None,
@@ -791,7 +807,8 @@ def run(
     progress: bool = True,
     progress_stream: TextIO | None = None,
 ) -> BatchResult:
-    """The synchronous form of :func:`arun` (same arguments). Ctrl-C raises
+    """The synchronous form of :func:`arun` (same arguments; ``client`` may be a ``StepFun`` or an
+    ``AsyncStepFun``: the batch runs on an async copy of it with the same settings). Ctrl-C raises
     :class:`BatchInterrupted` (a ``KeyboardInterrupt``) once the batch has stopped cleanly.
 
     In a notebook (a running event loop) use ``await arun(...)`` instead.
@@ -803,13 +820,16 @@ def run(
     else:
         raise RuntimeError("an event loop is already running (a notebook?): use `await stepfun_openai.batch.arun(...)`")
     holder: list[BatchResult] = []
-    try:
-        return asyncio.run(
-            arun(
+
+    async def main() -> BatchResult:
+        # An async client's connections belong to one event loop, and this one is ours alone.
+        own = _async_twin(client) if client is not None else None
+        try:
+            return await arun(
                 jobs,
                 out=out,
                 manifest=manifest,
-                client=client,
+                client=own,
                 concurrency=concurrency,
                 rpm=rpm,
                 tier=tier,
@@ -818,7 +838,12 @@ def run(
                 progress_stream=progress_stream,
                 _holder=holder,
             )
-        )
+        finally:
+            if own is not None:
+                await own.close()
+
+    try:
+        return asyncio.run(main())
     except KeyboardInterrupt:
         partial = holder[0] if holder else BatchResult(out=Path(out))
         partial.interrupted = True
