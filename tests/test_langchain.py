@@ -258,5 +258,6 @@ def test_agent_step_with_a_fake_chat_model(stepfun_client: StepFun, tmp_path: Pa
     assert "1024x1024, 768x1360, 896x1184, 1360x768, 1184x896" in second.content
     assert messages[-1].content == "Here is your fox."
     # What the chat model sees: no base64 anywhere in the conversation.
-    assert all(first.artifact.b64_json[:200] not in str(m.content) for m in messages)
+    b64 = first.artifact.b64_json
+    assert b64 is not None and all(b64[:200] not in str(m.content) for m in messages)
     assert len(list(tmp_path.iterdir())) == 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletionMessageToolCall
+from openai.types.chat.chat_completion_message_function_tool_call import Function
 
 from stepfun_openai import StepFun, StepFunValidationError, catalog
 from stepfun_openai.emulator import Emulator
@@ -129,7 +130,7 @@ def test_tool_schema_enums_and_descriptions_come_from_the_catalog() -> None:
     assert set(models) == set(catalog.models_for("generations")) | set(catalog.models_for("image2image"))
     for name in models:
         for endpoint in ("generations", "image2image"):
-            spec = catalog.MODELS[name].spec(endpoint)  # type: ignore[arg-type]
+            spec = catalog.MODELS[name].spec(endpoint)
             if spec is not None and spec.sizes:
                 assert set(spec.sizes) <= set(sizes)
     assert "HEIGHTxWIDTH" in properties["size"]["description"]  # step-image-edit-2's quirk is spelled out
@@ -164,7 +165,9 @@ def strict_arguments(**given: Any) -> str:
 
 
 def tool_call(arguments: str, name: str = IMAGE_TOOL_NAME) -> ChatCompletionMessageToolCall:
-    return ChatCompletionMessageToolCall(id="call_1", type="function", function={"name": name, "arguments": arguments})
+    return ChatCompletionMessageToolCall(
+        id="call_1", type="function", function=Function(name=name, arguments=arguments)
+    )
 
 
 def test_round_trip_from_schema_to_a_saved_image(
