@@ -10,7 +10,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,21 +177,24 @@ def image_bytes(value: Any, *, param: str) -> bytes:
 
 # --- Inline images without intermediate copies ---------------------------------------------------
 
+_CHUNK = 3 * 256 * 1024
+"""Raw bytes encoded at a time (a multiple of 3, so the pieces join into valid base64)."""
+
 
 class InlineImage:
-    """A local image going into a JSON body, base64-encoded once, as ``bytes``.
+    """A local image going into a JSON body, base64-encoded once, as ``bytes`` pieces.
 
-    It never becomes a ``str``: the request body is written around it (see
-    ``_requests.JSONContent``), so a 10 MB source costs its base64 once instead of the several
-    copies ``json.dumps`` makes of a long string.
+    It never becomes a ``str``, nor one big buffer: the file is read and encoded a piece at a
+    time, and the request body is written around the pieces (see ``_requests.JSONContent``), so a
+    10 MB source costs about its base64 once instead of the several copies ``json.dumps`` makes.
     """
 
-    __slots__ = ("b64", "info", "nbytes", "prefix")
+    __slots__ = ("chunks", "info", "nbytes", "prefix")
 
     def __init__(
-        self, b64: bytes, info: ImageInfo, nbytes: int, *, data_url: bool, prefix: bytes | None = None
+        self, chunks: list[bytes], info: ImageInfo, nbytes: int, *, data_url: bool, prefix: bytes | None = None
     ) -> None:
-        self.b64 = b64
+        self.chunks = chunks
         self.info = info
         self.nbytes = nbytes
         if prefix is None:
@@ -200,11 +203,20 @@ class InlineImage:
 
     def __len__(self) -> int:
         """Characters on the wire."""
-        return len(self.prefix) + len(self.b64)
+        return len(self.prefix) + sum(len(chunk) for chunk in self.chunks)
 
     def head_text(self) -> str:
         """The prefix and enough base64 to sniff: a short stand-in for checks that read the head."""
-        return (self.prefix + self.b64[:_HEAD_CHARS]).decode("ascii")
+        head = bytearray(self.prefix)
+        for chunk in self.chunks:
+            if len(head) >= len(self.prefix) + _HEAD_CHARS:
+                break
+            head += chunk[:_HEAD_CHARS]
+        return head[: len(self.prefix) + _HEAD_CHARS].decode("ascii")
+
+    def text(self) -> str:
+        """The whole wire string (a copy: for tests and debugging, not for sending)."""
+        return (self.prefix + b"".join(self.chunks)).decode("ascii")
 
     def encoded(self) -> EncodedImage:
         return EncodedImage(text=self.head_text(), info=self.info, nbytes=self.nbytes)
@@ -219,23 +231,78 @@ def encode_inline(
 ) -> EncodedImage | InlineImage:
     """Like :func:`encode_image`, but a local image becomes an :class:`InlineImage` (base64 bytes).
 
-    URLs and strings the user already encoded are sent as they are (an ``EncodedImage``), unless
-    ``fit`` (``fit=True``: a function that converts or scales image bytes) has to change them.
+    URLs are sent as they are (an ``EncodedImage``); base64 the user encoded goes unchanged. Files
+    and bytes are encoded a piece at a time. ``fit`` (``fit=True``: a function that converts or
+    scales image bytes) needs the whole image, and may change it.
     """
-    source = _read_source(value, param)
-    if isinstance(source, str):
-        if _is_http_url(source) or (fit is None and not source.isascii()):
-            return encode_image(source, param=param, data_url=data_url)
-        if fit is None:
-            return _inline_from_text(source, param=param, data_url=data_url)
-        source = decode_image_string(source, param=param)
-    if fit is not None:
-        source = fit(source)
-    info = sniff(source[:HEADER_BYTES])
-    nbytes = len(source)
-    b64 = base64.b64encode(source)
-    del source  # the raw bytes can go before the body is built
-    return InlineImage(b64, info, nbytes, data_url=data_url)
+    pieces = _pieces(value, param) if fit is None else None
+    if pieces is None:
+        source = _read_source(value, param)
+        if isinstance(source, str):
+            if _is_http_url(source) or (fit is None and not source.isascii()):
+                return encode_image(source, param=param, data_url=data_url)
+            if fit is None:
+                return _inline_from_text(source, param=param, data_url=data_url)
+            source = decode_image_string(source, param=param)
+        if fit is not None:
+            source = fit(source)
+        pieces = _pieces(source, param)
+        assert pieces is not None
+    head = b""
+    nbytes = 0
+    chunks: list[bytes] = []
+    for piece in pieces:
+        if len(head) < HEADER_BYTES:
+            head += bytes(piece[: HEADER_BYTES - len(head)])
+        nbytes += len(piece)
+        chunks.append(base64.b64encode(piece))
+    return InlineImage(chunks, sniff(head), nbytes, data_url=data_url)
+
+
+def _pieces(value: Any, param: str) -> Iterator[bytes | memoryview] | None:
+    """Raw bytes ``_CHUNK`` at a time from bytes, a file path or a binary file; ``None`` for the
+    other kinds (strings that are not paths, PIL images)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        view = memoryview(value).cast("B")
+        return (view[start : start + _CHUNK] for start in range(0, len(view), _CHUNK))
+    path = None
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+    elif isinstance(value, str) and not _is_http_url(value) and value[:5].lower() != "data:":
+        if len(value) < 4096 and os.path.isfile(value):
+            path = value
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if path is not None:
+        try:
+            handle = open(path, "rb")  # closed by _read_pieces
+        except OSError as exc:
+            raise StepFunValidationError(param, path, f"could not read the file: {exc.strerror or exc}") from None
+        return _read_pieces(handle, param, path, close=True)
+    if hasattr(value, "read") and not isinstance(value, str):
+        return _read_pieces(value, param, value, close=False)
+    return None
+
+
+def _read_pieces(handle: Any, param: str, shown: object, *, close: bool) -> Iterator[bytes]:
+    try:
+        while True:
+            piece = handle.read(_CHUNK)
+            if isinstance(piece, str):
+                raise StepFunValidationError(param, shown, "a file object must be opened in binary mode ('rb')")
+            while piece and len(piece) < _CHUNK:  # short reads (pipes, sockets): fill the piece
+                more = handle.read(_CHUNK - len(piece))
+                if not more:
+                    break
+                piece += more
+            if not piece:
+                return
+            yield bytes(piece)
+    except OSError as exc:
+        raise StepFunValidationError(param, shown, f"could not read the file: {exc.strerror or exc}") from None
+    finally:
+        if close:
+            handle.close()
 
 
 def _inline_from_text(text: str, *, param: str, data_url: bool) -> EncodedImage | InlineImage:
@@ -252,4 +319,4 @@ def _inline_from_text(text: str, *, param: str, data_url: bool) -> EncodedImage 
     encoded = text.encode("ascii")
     prefix = encoded[:start] if start else None
     b64 = encoded[start:] if start else encoded
-    return InlineImage(b64, inspected.info, inspected.nbytes or 0, data_url=data_url, prefix=prefix)
+    return InlineImage([b64], inspected.info, inspected.nbytes or 0, data_url=data_url, prefix=prefix)

@@ -177,7 +177,7 @@ class _JSONParts:
         pos = 0
         for match in _MARKER_RE.finditer(text):
             image = images[match.group(1).decode("ascii")]
-            parts += [text[pos : match.start()], b'"' + image.prefix, image.b64, b'"']
+            parts += [text[pos : match.start()], b'"' + image.prefix, *image.chunks, b'"']
             pos = match.end()
         parts.append(text[pos:])
         self.parts = [part for part in parts if part]
