@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._client import API_KEY_ENV_VARS, DEFAULT_TIMEOUT, AsyncStepFun, MissingAPIKeyError, StepFun
+from ._download import ImageDownloadError, ImageURLExpiredError
 from ._exceptions import (
     ContentBlockedError,
     ContentFilteredError,
@@ -16,6 +17,8 @@ from ._exceptions import (
     StepFunValidationError,
     get_trace_id,
 )
+from ._fit import ImageFitWarning
+from ._metadata import ImageMetadata, read_metadata, regenerate_kwargs
 from ._retry import RetryPolicy
 from .catalog import DEFAULT_BASE_URL, INTERNATIONAL_BASE_URL, STEP_PLAN_BASE_URL
 from .types import StepFunImage, StepFunImagesResponse, StyleReference
@@ -31,6 +34,10 @@ __all__ = [
     "AsyncStepFun",
     "ContentBlockedError",
     "ContentFilteredError",
+    "ImageDownloadError",
+    "ImageFitWarning",
+    "ImageMetadata",
+    "ImageURLExpiredError",
     "InsufficientBalanceError",
     "MalformedResponseError",
     "MissingAPIKeyError",
@@ -44,4 +51,6 @@ __all__ = [
     "StyleReference",
     "__version__",
     "get_trace_id",
+    "read_metadata",
+    "regenerate_kwargs",
 ]
