@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -149,12 +148,8 @@ def test_responses_api_shape_is_flat() -> None:
 # --- running tool calls ---------------------------------------------------------------------------
 
 
-def last_request(emulator: Emulator, count: int = 1) -> dict[str, Any]:
-    """The emulator's log entry of the last request. The emulator records a request after it has
-    answered it, so the entry may land a moment after the client has its response."""
-    deadline = time.monotonic() + 5
-    while len(emulator.requests()) < count and time.monotonic() < deadline:
-        time.sleep(0.005)
+def last_request(emulator: Emulator) -> dict[str, Any]:
+    """The emulator's log entry of the last request it answered."""
     return emulator.requests()[-1]
 
 
