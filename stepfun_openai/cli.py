@@ -24,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand; a new subcommand is one more ``_add_*`` function here."""
     parser = argparse.ArgumentParser(prog="stepfun-openai", description="StepFun image generation tools.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from ._cli_commands import add_image_commands, add_models_command
+
+    add_image_commands(subparsers)  # generate, image2image, edit, batch
     _add_emulator(subparsers)
+    add_models_command(subparsers)
     return parser
 
 
