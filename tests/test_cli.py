@@ -1,0 +1,193 @@
+"""The ``stepfun-openai`` command: what a user types and what they see."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from stepfun_openai.batch import METADATA_KEY
+from stepfun_openai.cli import main
+from stepfun_openai.emulator import Emulator
+
+Factory = Callable[..., Emulator]
+
+
+@pytest.fixture(autouse=True)
+def no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STEPFUN_API_KEY", "STEP_API_KEY", "STEPFUN_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_quick_start_command_writes_an_image_and_says_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["generate", "a lighthouse at dawn", "--emulator", "--out", f"{tmp_path}/out/"])
+
+    out = capsys.readouterr().out
+    files = list((tmp_path / "out").glob("*.png"))
+    assert code == 0 and len(files) == 1
+    assert files[0].name.startswith("a-lighthouse-at-dawn-")
+    assert f"wrote {files[0]}" in out
+    assert METADATA_KEY.encode() in files[0].read_bytes()  # provenance travels with the file
+
+
+def test_image2image_and_edit_run_against_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "source.png"
+    assert main(["generate", "a harbour", "--emulator", "--out", str(source), "--seed", "5"]) == 0
+    assert source.exists()
+
+    assert main(["image2image", "the harbour at night", "--emulator", "--source", str(source),
+                 "--source-weight", "0.6", "--size", "256x256", "--out", str(tmp_path / "night.png")]) == 0  # fmt: skip
+    assert main(["edit", "add a boat", "--emulator", "--image", str(source), "--out", str(tmp_path / "boat.png")]) == 0
+
+    out = capsys.readouterr().out
+    assert (tmp_path / "night.png").exists() and (tmp_path / "boat.png").exists()
+    assert "wrote" in out and "night.png" in out and "boat.png" in out
+
+
+def test_without_a_key_the_command_says_what_to_set_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["generate", "a lighthouse"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "STEPFUN_API_KEY" in err and "STEP_API_KEY" in err and "--emulator" in err
+
+
+def test_an_invalid_parameter_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["generate", "a cat", "--emulator", "--model", "step-2x-large", "--size", "300x300"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "size" in err and "Traceback" not in err
+
+
+def test_models_prints_the_catalog_as_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["MODEL", "ENDPOINT"]
+    rows = {tuple(line.split()[:2]) for line in lines[1:] if line.strip()}
+    assert ("step-image-edit-2", "generations") in rows and ("step-2x-large", "image2image") in rows
+    assert any("retired" in line and "step-1x-medium" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("generate", ["step-image-edit-2: 1..50, default 8", "step-2x-large: 1..50, default 50", "default 7.5"]),
+        ("image2image", ["1..100, default 50", "--source-weight"]),
+        ("edit", ["step-1x-edit: 1..50, default 28", "512x512, 768x768, 1024x1024, default 512x512"]),
+        ("batch", ["--tier", "V1 100/1000", "manifest.jsonl", "default 8"]),
+    ],
+)
+def test_help_shows_the_catalogs_defaults(
+    command: str, expected: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    for fragment in expected:
+        assert fragment in text
+
+
+def test_batch_from_a_text_file_with_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na blue fox\n\na green fox\n")
+
+    code = main(["batch", str(prompts), "--emulator", "--out", str(tmp_path / "out"), "--concurrency", "3",
+                 "--model", "step-2x-large", "--size", "256x256", "--no-progress"])  # fmt: skip
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "3 of 3 images done" in out and str(tmp_path / "out") in out
+    lines = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert [x["params"]["size"] for x in lines] == ["256x256"] * 3
+
+
+def test_a_batch_with_failed_jobs_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "fine", "id": "ok"}\n{"prompt": "bad", "size": "1x1", "id": "bad"}\n')
+
+    code = main(["batch", str(jobs), "--emulator", "--out", str(tmp_path / "o"), "--concurrency", "2", "--no-progress"])
+
+    assert code == 1
+    assert "1 invalid" in capsys.readouterr().out
+
+
+# --- the real process: SIGKILL and Ctrl-C -------------------------------------------------------
+
+
+def _cli(args: list[str], emu: Emulator) -> list[str]:
+    entry = "import sys; from stepfun_openai.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", entry, *args, "--base-url", emu.base_url]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "STEPFUN_API_KEY": "sk-test"}
+
+
+def _wait_for_lines(manifest: Path, count: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if manifest.exists() and len(manifest.read_text().splitlines()) >= count:
+            return
+        assert process.poll() is None, "the batch ended before it could be interrupted"
+        time.sleep(0.02)
+    raise AssertionError("the batch made no progress")
+
+
+def test_sigkill_mid_batch_then_rerun_makes_every_image_exactly_once(
+    stepfun_emulator_factory: Factory, tmp_path: Path
+) -> None:
+    emu = stepfun_emulator_factory(latency=0.15)
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("".join(f"a kite number {i}\n" for i in range(20)))
+    out, manifest = tmp_path / "out", tmp_path / "out" / "manifest.jsonl"
+    args = ["batch", str(jobs), "--out", str(out), "--concurrency", "4", "--model", "step-2x-large",
+            "--size", "256x256", "--no-progress"]  # fmt: skip
+
+    process = subprocess.Popen(_cli(args, emu), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_lines(manifest, 5, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_first = {json.loads(line)["params"]["prompt"] for line in manifest.read_text().splitlines()[:5]}
+
+    rerun = subprocess.run(_cli(args, emu), env=_env(), capture_output=True, text=True, timeout=60)
+
+    assert rerun.returncode == 0, rerun.stderr
+    lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip().startswith("{")]
+    succeeded = Counter(line["id"] for line in lines if line["status"] == "succeeded")
+    assert len(succeeded) == 20 and set(succeeded.values()) == {1}  # each job finished exactly once
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{i}.png" for i in succeeded), "manifest.jsonl"])
+    served = Counter(e["fields"]["prompt"] for e in emu.requests() if e["status"] == 200)
+    assert all(served[prompt] == 1 for prompt in finished_first)  # no finished job was generated twice
+    assert sum(served.values()) <= 20 + 4  # at most the in-flight jobs were paid for twice
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stepfun_emulator_factory: Factory, tmp_path: Path) -> None:
+    emu = stepfun_emulator_factory(latency=0.2)
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("".join(f"a boat number {i}\n" for i in range(30)))
+    manifest = tmp_path / "out" / "manifest.jsonl"
+    args = ["batch", str(jobs), "--out", str(tmp_path / "out"), "--concurrency", "2", "--model", "step-2x-large",
+            "--size", "256x256", "--no-progress"]  # fmt: skip
+
+    process = subprocess.Popen(_cli(args, emu), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_lines(manifest, 2, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+
+    assert process.returncode == 130
+    message = err.decode().strip().splitlines()[-1]
+    assert "interrupted" in message and "resume with: stepfun-openai batch" in message
+    assert "Traceback" not in err.decode()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
