@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ["GRID", "METADATA_KEY", "RenderCache", "RenderJob", "decode_rgb", "read_png_metadata", "render_png"]
 
-GRID = 64
+GRID = 48
 """Cells along the longer side of the colour grid."""
 
 _MIN_CELL = 8
