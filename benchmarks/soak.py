@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     report = run(
         calls=args.calls, concurrency=args.concurrency, faults=args.faults, fault_seed=args.seed, policy=policy
     )
+    # The same calls without faults, in the same process: what the retries cost in wall time.
+    with Emulator() as emulator:
+        baseline = asyncio.run(_soak(emulator, args.calls, args.concurrency, policy))
+    report["baseline_seconds_without_faults"] = baseline["seconds"]
+    report["time_ratio_vs_baseline"] = round(report["seconds"] / baseline["seconds"], 2)
     print(json.dumps(report, indent=2))
     ok = (
         not report["failed"]

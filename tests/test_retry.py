@@ -621,3 +621,19 @@ def test_soak_every_call_succeeds_within_the_policy() -> None:
     assert report["max_attempts"] <= report["policy_max_attempts"]
     assert report["http_requests"] == report["emulator_requests"], "every attempt is seen by the server once"
     assert report["mean_attempts"] > 1.2, "the faults were really injected"
+
+
+def test_the_sdks_low_level_per_request_max_retries_sets_this_calls_policy(stepfun_emulator: Emulator) -> None:
+    waits = Waits()
+    client = _client(stepfun_emulator, waits, max_retries=5)
+
+    with pytest.raises(openai.InternalServerError):
+        client.post(
+            "/images/generations",
+            cast_to=httpx2.Response,
+            body={"model": MODEL, "prompt": "x"},
+            options={"max_retries": 1, "headers": {"X-Emulator-Fault": "503"}},
+        )
+
+    assert _seen(stepfun_emulator, 2)["requests"] == 2
+    assert len(waits) == 1
