@@ -80,7 +80,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def _is_directory_target(path: Path, raw: str | os.PathLike[str]) -> bool:
     text = os.fspath(raw)
-    return path.is_dir() or text.endswith(("/", os.sep))
+    return path.is_dir() or text.endswith(("/", os.sep)) or (not path.exists() and not path.suffix)
 
 
 def _unique(path: Path) -> Path:
@@ -183,7 +183,8 @@ class ImageResultMixin:
     def save(self, path: str | os.PathLike[str] = ".", *, metadata: bool = True) -> Path:
         """Write the image to ``path`` and return where it went.
 
-        ``path`` is a file name, or a directory (existing, or ending in ``/``) in which the file is
+        ``path`` is a file name, or a directory (existing, ending in ``/``, or a new name without a
+        suffix) in which the file is
         named ``<seed>-<prompt slug>.<ext>`` (never overwriting another file). The write is atomic
         (temp file + rename). PNGs carry the request in a text chunk (``read_metadata()`` reads
         it); other formats get a ``<name>.json`` sidecar. ``metadata=False`` stores nothing extra.
