@@ -37,21 +37,34 @@ def _settings(client: Any, fit: bool | None = None) -> ClientSettings:
     return settings if fit is None else dataclasses.replace(settings, fit=fit)
 
 
-def _json_post(
+def _json_content(body: dict[str, Any]) -> JSONContent | None:
+    """A body with inline images goes as raw content written around their base64 bytes (no
+    ``json.dumps`` copies of megabytes of base64); other bodies go the SDK's way."""
+    return JSONContent(body) if has_inline_images(body) else None
+
+
+def _async_json_content(body: dict[str, Any]) -> AsyncJSONContent | None:
+    return AsyncJSONContent(body) if has_inline_images(body) else None
+
+
+def _json_body(body: dict[str, Any]) -> dict[str, Any] | None:
+    return None if has_inline_images(body) else body
+
+
+def _json_options(
     body: dict[str, Any],
     extra_headers: Headers | None,
     extra_query: Query | None,
     timeout: float | httpx2.Timeout | NotGiven | None,
-    *,
-    is_async: bool = False,
-) -> dict[str, Any]:
-    """``_post`` arguments for a JSON body. A body with inline images goes as raw content written
-    around their base64 bytes (no ``json.dumps`` copies of megabytes of base64)."""
-    if not has_inline_images(body):
-        return {"body": body, "options": _options(extra_headers, extra_query, timeout)}
-    content = AsyncJSONContent(body) if is_async else JSONContent(body)
-    headers = {**(extra_headers or {}), "Content-Type": "application/json", "Content-Length": str(len(content))}
-    return {"content": content, "options": _options(headers, extra_query, timeout)}
+) -> Any:
+    if has_inline_images(body):
+        # The length is known: sent as Content-Length, never chunked (which StepFun may not take).
+        extra_headers = {
+            **(extra_headers or {}),
+            "Content-Type": "application/json",
+            "Content-Length": str(len(JSONContent(body))),
+        }
+    return _options(extra_headers, extra_query, timeout)
 
 
 def _options(
@@ -146,7 +159,9 @@ class Images(_Images):
         )
         return self._post(
             "/images/generations",
-            **_json_post(body, extra_headers, extra_query, timeout),
+            body=_json_body(body),
+            content=_json_content(body),
+            options=_json_options(body, extra_headers, extra_query, timeout),
             cast_to=StepFunImagesResponse,
         )
 
@@ -201,7 +216,9 @@ class Images(_Images):
         )
         return self._post(
             "/images/image2image",
-            **_json_post(body, extra_headers, extra_query, timeout),
+            body=_json_body(body),
+            content=_json_content(body),
+            options=_json_options(body, extra_headers, extra_query, timeout),
             cast_to=StepFunImagesResponse,
         )
 
@@ -320,7 +337,9 @@ class AsyncImages(_AsyncImages):
         )
         return await self._post(
             "/images/generations",
-            **_json_post(body, extra_headers, extra_query, timeout, is_async=True),
+            body=_json_body(body),
+            content=_async_json_content(body),
+            options=_json_options(body, extra_headers, extra_query, timeout),
             cast_to=StepFunImagesResponse,
         )
 
@@ -363,7 +382,9 @@ class AsyncImages(_AsyncImages):
         )
         return await self._post(
             "/images/image2image",
-            **_json_post(body, extra_headers, extra_query, timeout, is_async=True),
+            body=_json_body(body),
+            content=_async_json_content(body),
+            options=_json_options(body, extra_headers, extra_query, timeout),
             cast_to=StepFunImagesResponse,
         )
 

@@ -6,7 +6,6 @@ seed -> validated against the catalog -> the SDK sends it.
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -73,14 +72,20 @@ def _fitter(
         return None
     from ._fit import fit_image
 
-    return lambda data, param: fit_image(data, limits, param=param)
+    def fit(data: bytes, param: str) -> bytes:
+        return fit_image(data, limits, param=param)
+
+    return fit
+
+
+def _bind(fit: Callable[[bytes, str], bytes], param: str) -> Callable[[bytes], bytes]:
+    return lambda data: fit(data, param)
 
 
 def _encode(value: Any, param: str, fit: Callable[[bytes, str], bytes] | None, data_url: bool = True) -> object:
     """A wire value: the user's string (URL, or base64 that cannot go as is) or an ``InlineImage``."""
-    encoded = encode_inline(
-        value, param=param, data_url=data_url, fit=functools.partial(fit, param=param) if fit else None
-    )
+    fit_one = _bind(fit, param) if fit is not None else None
+    encoded = encode_inline(value, param=param, data_url=data_url, fit=fit_one)
     return encoded.text if isinstance(encoded, EncodedImage) else encoded
 
 

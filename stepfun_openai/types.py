@@ -55,7 +55,7 @@ class StepFunImage(ImageResultMixin, _OpenAIImage):
     """Legacy name of ``b64_json`` in an older StepFun doc; copied into ``b64_json`` on parse."""
 
     _context: dict[str, Any] = PrivateAttr(default_factory=dict)
-    _data: Optional[bytes] = PrivateAttr(default=None)
+    _data: bytes | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
