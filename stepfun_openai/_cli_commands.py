@@ -247,6 +247,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
         from ._client import MissingAPIKeyError
         from ._exceptions import StepFunValidationError, get_trace_id
+        from ._manifest import ManifestLockedError
 
         try:
             return handler(args)
@@ -254,7 +255,14 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             message = str(exc) or "interrupted"
             _error(f"{message}", args)
             return EXIT_INTERRUPTED
-        except (_UsageError, StepFunValidationError, MissingAPIKeyError, ValueError, OSError) as exc:
+        except (
+            _UsageError,
+            StepFunValidationError,
+            MissingAPIKeyError,
+            ManifestLockedError,
+            ValueError,
+            OSError,
+        ) as exc:
             _error(str(exc), args)
             return EXIT_USAGE
         except openai.APIError as exc:

@@ -234,3 +234,29 @@ def test_jobs_load_from_jsonl_or_plain_text(tmp_path: Path) -> None:
     bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
         batch.load_jobs(bad)
+
+
+def test_without_tqdm_progress_is_a_plain_line_with_counts_rate_and_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from stepfun_openai._progress import Progress
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(10, initial=2, stream=stream, clock=lambda: now[0])
+    assert not progress.uses_tqdm
+    now[0] = 6.0
+    progress.update(succeeded=3, failed=1, rate_limited=2, advance=2)
+    line = stream.getvalue().strip()
+    assert line == "images: 4/10 done (3 ok, 1 failed), 20.0 images/min, ETA 0:00:18, 2 429s"
+
+
+def test_the_progress_bar_shows_in_a_batch(stepfun_emulator_factory: Factory, tmp_path: Path) -> None:
+    import io
+
+    emu = stepfun_emulator_factory()
+    stream = io.StringIO()
+    batch.run(jobs(3), out=tmp_path, client=client_for(emu), concurrency=3, progress_stream=stream)
+    assert "3/3" in stream.getvalue() and "ok=3" in stream.getvalue()
