@@ -539,6 +539,9 @@ def test_a_per_call_timeout_cuts_a_slow_answer_and_is_retried(stepfun_emulator: 
 
     assert caught.value.attempts == 2  # type: ignore[attr-defined]
     assert len(waits) == 1
+    stepfun_emulator.wait_in_flight(2)  # both abandoned attempts are still being "generated"
+    time.sleep(0.05)
+    assert stepfun_emulator.stats()["in_flight"] == 2, "and no third one was sent"
 
 
 @pytest.mark.stepfun_emulator(slow_seconds=3.0)
