@@ -86,7 +86,9 @@ def _from_pil(value: Any) -> bytes | None:
     buffer = io.BytesIO()
     image = value
     if image.mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        # a palette image's transparency lives in image.info, not in a band: keep it as alpha
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 

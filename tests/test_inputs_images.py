@@ -61,7 +61,7 @@ PNG = pil_bytes("PNG")
         pytest.param(lambda p: p.read_bytes(), id="bytes"),
         pytest.param(lambda p: bytearray(p.read_bytes()), id="bytearray"),
         pytest.param(lambda p: memoryview(p.read_bytes()), id="memoryview"),
-        pytest.param(lambda p: open(p, "rb"), id="open binary file"),  # noqa: SIM115
+        pytest.param(lambda p: open(p, "rb"), id="open binary file"),
         pytest.param(lambda p: io.BytesIO(p.read_bytes()), id="BytesIO"),
         pytest.param(lambda p: base64.b64encode(p.read_bytes()).decode(), id="bare base64"),
         pytest.param(lambda p: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode(), id="data URL"),
@@ -94,6 +94,15 @@ def test_a_pil_image_in_an_exotic_mode_is_converted_losslessly() -> None:
     image2image(client(recorder), cmyk)
     received = Image.open(io.BytesIO(sent_source(recorder)))
     assert received.mode == "RGB" and received.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_a_transparent_palette_pil_image_keeps_its_transparency() -> None:
+    recorder = Recorder()
+    palette = Image.new("P", (8, 8), 0)
+    palette.info["transparency"] = 0
+    image2image(client(recorder), palette)
+    received = Image.open(io.BytesIO(sent_source(recorder)))
+    assert received.mode == "RGBA" and received.getpixel((0, 0))[3] == 0
 
 
 def test_an_http_url_is_sent_as_is() -> None:
