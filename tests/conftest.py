@@ -365,9 +365,18 @@ async def async_cassette_client() -> Any:
 
 
 @pytest.fixture
-def emulator_only(request: pytest.FixtureRequest) -> None:
-    """For interactions only the emulator can force (``X-Emulator-Fault``): when recording against
-    a non-loopback host the test is skipped, which leaves its existing cassette untouched."""
+def emulator_only() -> None:
+    """Marks a test whose interaction only the emulator can force (``X-Emulator-Fault``): see
+    :func:`pytest_collection_modifyitems`."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # When recording against a non-loopback host, emulator-only tests are skipped *before* their
+    # fixtures run: opening a cassette in rewrite mode would already delete the old recording.
     host = urllib.parse.urlsplit(cassette_base_url()).hostname or ""
-    if _recording(request.config) and host not in ("127.0.0.1", "localhost", "::1"):
-        pytest.skip("recording against the live API: this cassette can only be recorded against the emulator")
+    if not _recording(config) or host in ("127.0.0.1", "localhost", "::1"):
+        return
+    skip = pytest.mark.skip(reason="recording against the live API: this cassette can only be recorded by the emulator")
+    for item in items:
+        if "emulator_only" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
