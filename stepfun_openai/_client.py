@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
@@ -12,17 +12,35 @@ from openai import AsyncOpenAI, NotGiven, OpenAI, not_given
 from typing_extensions import Self
 
 from . import catalog
-from ._compat import RAW_RESPONSE_HEADER, FinalRequestOptions, cached_property, scrub_openai_environment
+from ._compat import (
+    RAW_RESPONSE_HEADER,
+    AsyncOpenAIWithRawResponse,
+    AsyncOpenAIWithStreamedResponse,
+    FinalRequestOptions,
+    OpenAIWithRawResponse,
+    OpenAIWithStreamedResponse,
+    cached_property,
+    scrub_openai_environment,
+)
 from ._exceptions import (
     ContentBlockedError,
     InsufficientBalanceError,
     QuotaExceededError,
     StepFunRateLimitError,
 )
-from ._images import AsyncImages, Images
 from ._requests import ClientSettings, finish_images_response, malformed
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, acall_with_retries, call_with_retries, split_options
 from .types import StepFunImagesResponse
+
+if TYPE_CHECKING:
+    from ._images import (
+        AsyncImages,
+        AsyncImagesWithRawResponse,
+        AsyncImagesWithStreamingResponse,
+        Images,
+        ImagesWithRawResponse,
+        ImagesWithStreamingResponse,
+    )
 
 __all__ = [
     "API_KEY_ENV_VARS",
@@ -219,7 +237,17 @@ class StepFun(_StepFunMixin, OpenAI):
     @cached_property
     def images(self) -> Images:
         """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
+        from ._images import Images  # lazily, like the SDK's resources: keeps the import cheap
+
         return Images(self)
+
+    @cached_property
+    def with_raw_response(self) -> StepFunWithRawResponse:
+        return StepFunWithRawResponse(self)
+
+    @cached_property
+    def with_streaming_response(self) -> StepFunWithStreamedResponse:
+        return StepFunWithStreamedResponse(self)
 
     def copy(
         self,
@@ -300,7 +328,17 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
     @cached_property
     def images(self) -> AsyncImages:
         """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
+        from ._images import AsyncImages
+
         return AsyncImages(self)
+
+    @cached_property
+    def with_raw_response(self) -> AsyncStepFunWithRawResponse:
+        return AsyncStepFunWithRawResponse(self)
+
+    @cached_property
+    def with_streaming_response(self) -> AsyncStepFunWithStreamedResponse:
+        return AsyncStepFunWithStreamedResponse(self)
 
     def copy(
         self,
@@ -345,3 +383,37 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         except ValueError as exc:
             raise _invalid_json(exc, response) from None
         return _finish(result, options, response)
+
+
+class StepFunWithRawResponse(OpenAIWithRawResponse):
+    """``client.with_raw_response``: the SDK's, with StepFun's image methods (``image2image`` too)."""
+
+    _client: StepFun
+
+    @cached_property
+    def images(self) -> ImagesWithRawResponse:
+        return self._client.images.with_raw_response
+
+
+class AsyncStepFunWithRawResponse(AsyncOpenAIWithRawResponse):
+    _client: AsyncStepFun
+
+    @cached_property
+    def images(self) -> AsyncImagesWithRawResponse:
+        return self._client.images.with_raw_response
+
+
+class StepFunWithStreamedResponse(OpenAIWithStreamedResponse):
+    _client: StepFun
+
+    @cached_property
+    def images(self) -> ImagesWithStreamingResponse:
+        return self._client.images.with_streaming_response
+
+
+class AsyncStepFunWithStreamedResponse(AsyncOpenAIWithStreamedResponse):
+    _client: AsyncStepFun
+
+    @cached_property
+    def images(self) -> AsyncImagesWithStreamingResponse:
+        return self._client.images.with_streaming_response

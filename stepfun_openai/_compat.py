@@ -7,6 +7,12 @@ from collections.abc import Mapping
 
 from openai import _legacy_response as legacy_response
 from openai._base_client import make_request_options
+from openai._client import (
+    AsyncOpenAIWithRawResponse,
+    AsyncOpenAIWithStreamedResponse,
+    OpenAIWithRawResponse,
+    OpenAIWithStreamedResponse,
+)
 from openai._compat import cached_property
 from openai._constants import RAW_RESPONSE_HEADER
 from openai._models import FinalRequestOptions
@@ -25,6 +31,10 @@ except ImportError:  # pragma: no cover - older openai releases
 
 __all__ = [
     "RAW_RESPONSE_HEADER",
+    "AsyncOpenAIWithRawResponse",
+    "AsyncOpenAIWithStreamedResponse",
+    "OpenAIWithRawResponse",
+    "OpenAIWithStreamedResponse",
     "AsyncAPIResource",
     "AsyncStream",
     "Body",
