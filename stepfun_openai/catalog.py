@@ -296,7 +296,7 @@ def parameter_table() -> list[dict[str, str]]:
                 )
                 if on
             ]
-            status = model.status
+            status: str = model.status
             if model.retired_on:
                 status = f"retired {model.retired_on} → {model.replacement}"
             rows.append(
