@@ -4,6 +4,7 @@ breaks exactly one file. CI runs the tests against the lowest and the newest ope
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from openai import _legacy_response as legacy_response
 from openai._base_client import make_request_options
@@ -26,21 +27,22 @@ try:  # serialises JSON bodies exactly as the SDK does (datetime, pydantic model
 except ImportError:  # pragma: no cover - older openai releases
     import json as _json
 
-    def openapi_dumps(obj: object) -> bytes:
+    def openapi_dumps(obj: Any) -> bytes:
         return _json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
 
 __all__ = [
     "RAW_RESPONSE_HEADER",
+    "AsyncAPIResource",
     "AsyncOpenAIWithRawResponse",
     "AsyncOpenAIWithStreamedResponse",
-    "OpenAIWithRawResponse",
-    "OpenAIWithStreamedResponse",
-    "AsyncAPIResource",
     "AsyncStream",
     "Body",
     "FileTypes",
     "FinalRequestOptions",
     "Headers",
+    "OpenAIWithRawResponse",
+    "OpenAIWithStreamedResponse",
     "Query",
     "ResponseT",
     "Stream",
