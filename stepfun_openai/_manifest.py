@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import threading
 import zlib
@@ -24,6 +25,7 @@ __all__ = [
     "Manifest",
     "ManifestLockedError",
     "add_png_text",
+    "fsync_dir",
     "remove_stale_temp_files",
     "write_atomic",
 ]
@@ -37,12 +39,15 @@ TEMP_MARKER = ".stepfun-tmp-"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+_STALE_TEMP = re.compile(r"^\..+(" + re.escape(TEMP_MARKER) + r"[0-9a-f]+|\.(png|jpg|jpeg|webp|gif)\.[^.]+\.part)$")
+"""Temporary files of :func:`write_atomic` and of ``StepFunImage.save`` (``.<name>.<random>.part``)."""
+
 
 class ManifestLockedError(RuntimeError):
     """Another process is running a batch with the same manifest."""
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     if os.name != "posix":  # pragma: no cover - directories cannot be opened for fsync on Windows
         return
     fd = os.open(directory, os.O_RDONLY)
@@ -66,7 +71,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def remove_stale_temp_files(directory: Path) -> int:
@@ -75,7 +80,7 @@ def remove_stale_temp_files(directory: Path) -> int:
     if not directory.is_dir():
         return 0
     for entry in directory.iterdir():
-        if entry.name.startswith(".") and TEMP_MARKER in entry.name and entry.is_file():
+        if _STALE_TEMP.match(entry.name) and entry.is_file():
             with contextlib.suppress(OSError):
                 entry.unlink()
                 removed += 1

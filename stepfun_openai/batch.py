@@ -48,7 +48,7 @@ from ._exceptions import (
     StepFunValidationError,
     get_trace_id,
 )
-from ._manifest import Manifest, add_png_text, remove_stale_temp_files, write_atomic
+from ._manifest import Manifest, add_png_text, fsync_dir, remove_stale_temp_files, write_atomic
 from ._progress import Progress, format_duration
 from ._ratelimit import AdaptiveLimiter, Limits, resolve_limits
 from ._retry import RetryPolicy, is_retryable
@@ -624,33 +624,27 @@ class _Runner:
             return
         stem = _file_stem(work.id)
         paths: list[Path] = []
-        payloads: list[tuple[Path, bytes]] = []
         for number, image in enumerate(images):
             data = base64.b64decode(image.b64_json or "")
             suffix = "" if number == 0 else f"-{number}"
             extension = sniff(data[:64]).format or "png"
-            path = self.out / f"{stem}{suffix}.{'jpg' if extension == 'jpeg' else extension}"
-            provenance = {
-                "job_id": work.id,
-                "endpoint": work.endpoint,
-                **_describe(work.params),
-                "seed": image.seed,
-                "trace_id": trace_id,
-                "created": getattr(response, "created", None),
-                "generator": "stepfun-openai",
-            }
-            payloads.append((path, add_png_text(data, METADATA_KEY, provenance)))
-            paths.append(path)
+            paths.append(self.out / f"{stem}{suffix}.{'jpg' if extension == 'jpeg' else extension}")
         event = self._record(
             work, "succeeded", started, seed=seed, trace_id=trace_id, file=self._relative(paths[0]) if paths else None
         )
         if len(paths) > 1:
             event["files"] = [self._relative(p) for p in paths]
+        # The order is the crash-safety: every file in place (atomically), then the manifest line.
+        for image, path in zip(images, paths, strict=True):
+            if hasattr(image, "asave"):
+                await image.asave(path)  # atomic, with the request's provenance in the file
+            else:  # pragma: no cover - before StepFunImage.save existed
+                data = base64.b64decode(image.b64_json or "")
+                provenance = {"job_id": work.id, **_describe(work.params), "seed": image.seed, "trace_id": trace_id}
+                await asyncio.to_thread(write_atomic, path, add_png_text(data, METADATA_KEY, provenance))
 
         def commit() -> None:
-            # The order is the crash-safety: every file in place, then the manifest line.
-            for path, data in payloads:
-                write_atomic(path, data)
+            fsync_dir(self.out)  # the renames are durable before the line that vouches for them
             self.manifest.append(event)
 
         await asyncio.to_thread(commit)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from stepfun_openai import AsyncStepFun, RetryPolicy, batch
+from stepfun_openai import AsyncStepFun, RetryPolicy, batch, read_metadata
 from stepfun_openai.emulator import Emulator
 
 KEY = "sk-batch-test-secret"
@@ -39,21 +39,6 @@ def generated_prompts(emu: Emulator) -> Counter[str]:
     )
 
 
-def read_provenance(png: bytes) -> dict[str, Any]:
-    from stepfun_openai.batch import METADATA_KEY as key
-
-    position = 8
-    while position < len(png):
-        length = int.from_bytes(png[position : position + 4], "big")
-        kind = png[position + 4 : position + 8]
-        data = png[position + 8 : position + 8 + length]
-        if kind == b"iTXt" and data.startswith(key.encode() + b"\x00"):
-            value: dict[str, Any] = json.loads(data[len(key) + 5 :])
-            return value
-        position += 12 + length
-    raise AssertionError("no provenance chunk")
-
-
 Factory = Callable[..., Emulator]
 
 
@@ -70,9 +55,10 @@ def test_a_batch_makes_every_image_once_and_records_each_in_the_manifest(
     for line in lines:
         image = tmp_path / line["file"]
         assert image.read_bytes().startswith(b"\x89PNG")
-        provenance = read_provenance(image.read_bytes())
-        assert provenance["job_id"] == line["id"] and provenance["seed"] == line["seed"]
-        assert provenance["prompt"] == line["params"]["prompt"]
+        provenance = read_metadata(image)  # the request travels with the file
+        assert provenance is not None
+        assert provenance["seed"] == line["seed"] and provenance["prompt"] == line["params"]["prompt"]
+        assert provenance["trace_id"] == line["trace_id"]
         assert line["trace_id"] and line["attempts"] == 1
     assert sorted(generated_prompts(emu).values()) == [1] * 12
     text = (tmp_path / "manifest.jsonl").read_text()
@@ -202,7 +188,9 @@ async def test_cancelling_leaves_only_complete_files_and_finished_lines(
 
     recorded = {line["file"] for line in manifest_lines(manifest)}
     files = {p.name for p in tmp_path.iterdir() if p.name != "manifest.jsonl"}
-    assert files == recorded  # every file is finished and recorded; no temporary leftovers
+    assert recorded <= files  # every recorded job has its file ...
+    assert len(files - recorded) <= 3  # ... at most the in-flight ones are unrecorded (they run again)
+    assert not [name for name in files if name.startswith(".")]  # no temporary leftovers
     resumed = await batch.arun(jobs(30), out=tmp_path, client=client_for(emu), concurrency=6, rpm=None, progress=False)
     assert resumed.succeeded == 30 and resumed.skipped == len(recorded)
     assert max(generated_prompts(emu)[p] for p in (line["params"]["prompt"] for line in manifest_lines(manifest))) >= 1
