@@ -341,9 +341,7 @@ def _single(args: argparse.Namespace) -> int:
     import base64
 
     from ._client import StepFun
-    from ._manifest import add_png_text, write_atomic
     from ._sniff import sniff
-    from .batch import METADATA_KEY, _describe
 
     command: str = args.endpoint
     params = _params(args, command)
@@ -361,16 +359,7 @@ def _single(args: argparse.Namespace) -> int:
         data = base64.b64decode(image.b64_json or "")
         extension = {"jpeg": "jpg"}.get(sniff(data[:64]).format or "png", sniff(data[:64]).format or "png")
         path = _output_path(args.out, args.prompt, image.seed, index, extension)
-        provenance = {
-            "endpoint": command,
-            **_describe({k: v for k, v in params.items() if k != "response_format"}),
-            "prompt": args.prompt,
-            "seed": image.seed,
-            "trace_id": response.trace_id,
-            "created": response.created,
-            "generator": "stepfun-openai",
-        }
-        write_atomic(path, add_png_text(data, METADATA_KEY, provenance))
+        image.save(path)  # atomic, with the request's provenance in the file
         written += 1
         print(f"wrote {path} (seed {image.seed})")
     return EXIT_OK if written else EXIT_FAILED

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stepfun_openai.batch import METADATA_KEY
+from stepfun_openai import read_metadata
 from stepfun_openai.cli import main
 from stepfun_openai.emulator import Emulator
 
@@ -37,7 +37,8 @@ def test_the_quick_start_command_writes_an_image_and_says_where(
     assert code == 0 and len(files) == 1
     assert files[0].name.startswith("a-lighthouse-at-dawn-")
     assert f"wrote {files[0]}" in out
-    assert METADATA_KEY.encode() in files[0].read_bytes()  # provenance travels with the file
+    metadata = read_metadata(files[0])  # provenance travels with the file
+    assert metadata is not None and metadata["prompt"] == "a lighthouse at dawn"
 
 
 def test_image2image_and_edit_run_against_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
