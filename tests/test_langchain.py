@@ -83,7 +83,7 @@ def test_tool_describes_itself_with_the_catalog_schema() -> None:
 
 def test_bind_tools_strict_differs_from_strict_mode_only_by_null_defaults() -> None:
     # LangChain keeps pydantic's "default": null in strict mode; api.openai.com accepts it, Azure
-    # OpenAI does not (docs/agents.md). Everything else about the schema is strict-mode clean.
+    # OpenAI does not (README: agent tool section). Everything else about the schema is strict-mode clean.
     parameters = convert_to_openai_tool(StepFunImageTool(client=None), strict=True)["function"]["parameters"]
     null_defaults = [name for name, prop in parameters["properties"].items() if prop.pop("default", 0) is None]
 
