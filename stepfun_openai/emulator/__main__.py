@@ -113,7 +113,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m stepfun_openai.emulator", description="A local StepFun image API (see the README, "Local emulator")."
+        prog="python -m stepfun_openai.emulator",
+        description="A local StepFun image API (see the README, section 'Local emulator').",
     )
     add_emulator_arguments(parser)
     return parser
