@@ -7,20 +7,25 @@ from the OpenAI SDK) gets exactly one retry loop, configured by one :class:`Retr
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 import openai
-import tenacity
 
-from ._compat import FinalRequestOptions
 from ._exceptions import ContentBlockedError, InsufficientBalanceError, MalformedResponseError, get_trace_id
+
+if TYPE_CHECKING:
+    # tenacity is imported where a retry loop is built (~40 ms), not with the package.
+    import tenacity
+
+    from ._compat import FinalRequestOptions
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
@@ -28,6 +33,7 @@ __all__ = [
     "RETRYABLE_STATUS",
     "RetryPolicy",
     "acall_with_retries",
+    "async_retrying",
     "call_with_retries",
     "is_retryable",
     "retry_after_seconds",
@@ -172,7 +178,13 @@ def retry_after_seconds(exc: BaseException | None, *, now: float | None = None) 
     return max(value, 0.0) if math.isfinite(value) else None
 
 
-def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+def _wait(
+    policy: RetryPolicy, retry_number: Callable[[tenacity.RetryCallState], int] | None = None
+) -> Callable[[tenacity.RetryCallState], float]:
+    """The server's ``Retry-After`` (capped) or else full jitter; ``retry_number`` (default: the
+    attempt number) is what the backoff ceiling doubles with."""
+    import tenacity
+
     backoff = tenacity.wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -180,6 +192,10 @@ def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
         requested = retry_after_seconds(exc)
         if requested is not None:
             return min(requested, policy.max_retry_after)
+        if retry_number is not None:
+            shadow = copy.copy(state)
+            shadow.attempt_number = retry_number(state)
+            return float(backoff(shadow))
         return float(backoff(state))
 
     return wait
@@ -220,6 +236,8 @@ def _log_retry(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], None]
 
 
 def _retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
+    import tenacity
+
     stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.max_attempts)
     if policy.max_total_time is not None:
         stop = stop | tenacity.stop_before_delay(policy.max_total_time)
@@ -274,6 +292,8 @@ def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T]) -> _T:
         attempts += 1
         return fn()
 
+    import tenacity
+
     sleep = policy.sleep or _default_sleep
     retrying = tenacity.Retrying(sleep=sleep, **_retrying_kwargs(policy))
     try:
@@ -292,6 +312,8 @@ async def acall_with_retries(policy: RetryPolicy, fn: Callable[[], Awaitable[_T]
         attempts += 1
         return await fn()
 
+    import tenacity
+
     sleep = policy.async_sleep or _default_async_sleep
     retrying = tenacity.AsyncRetrying(sleep=sleep, **_retrying_kwargs(policy))
     try:
@@ -299,3 +321,100 @@ async def acall_with_retries(policy: RetryPolicy, fn: Callable[[], Awaitable[_T]
     except Exception as exc:
         _gave_up(exc, attempts, policy)
         raise
+
+
+class _Tally:
+    """The failures of one retry loop, split into paced ones and the others; each failed attempt
+    is counted once, however many hooks look at it."""
+
+    def __init__(self, paced: Callable[[BaseException], bool]) -> None:
+        self._paced = paced
+        self.reset()
+
+    def reset(self) -> None:
+        self.attempt = 0
+        self.paced = 0
+        self.others = 0
+
+    def count(self, state: tenacity.RetryCallState) -> bool:
+        """Count the failure that ended ``state``'s attempt; whether it is a paced one."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        paced = exc is not None and self._paced(exc)
+        if state.attempt_number != self.attempt:
+            self.attempt = state.attempt_number
+            if paced:
+                self.paced += 1
+            else:
+                self.others += 1
+        return paced
+
+
+def async_retrying(
+    policy: RetryPolicy,
+    *,
+    retry: Callable[[BaseException], bool] | None = None,
+    paced: Callable[[BaseException], bool] | None = None,
+    max_paced: int = 0,
+    before: Callable[[tenacity.RetryCallState], None] | None = None,
+    log_retries: bool = True,
+    limit_total_time: bool = True,
+) -> tenacity.AsyncRetrying:
+    """A ``tenacity.AsyncRetrying`` under ``policy``, for a loop that makes each attempt itself::
+
+        async for attempt in async_retrying(policy):
+            with attempt:
+                response = await send()
+
+    The error that ends the loop (not retried, or retries used up) is re-raised unchanged. Build
+    one per call. Waits use ``policy.async_sleep`` (default ``asyncio.sleep``).
+
+    Args:
+      retry: which errors are retried; default :func:`is_retryable` under ``policy``.
+      paced: errors whose pace the caller owns (the batch's 429s, paced by its rate limiter):
+        retried without a wait and counted against ``max_paced`` instead of
+        ``policy.max_retries``. The backoff of the other errors doubles with their count alone.
+      max_paced: give up on the ``max_paced``-th paced error.
+      before: called before each attempt (tenacity's ``before`` hook); an error it raises ends
+        the loop before the attempt is made.
+      log_retries: log a warning for each backoff (as the client does).
+      limit_total_time: give up rather than wait past ``policy.max_total_time``.
+    """
+    import tenacity
+
+    tally = _Tally(paced or (lambda exc: False))
+    retryable = retry or (lambda exc: is_retryable(exc, policy))
+    backoff = _wait(policy, retry_number=lambda state: tally.others)
+    out_of_time = (
+        tenacity.stop_before_delay(policy.max_total_time)
+        if limit_total_time and policy.max_total_time is not None
+        else tenacity.stop_never
+    )
+    log = _log_retry(policy)
+
+    def start(state: tenacity.RetryCallState) -> None:
+        if state.attempt_number == 1:
+            tally.reset()
+        if before is not None:
+            before(state)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        return 0.0 if tally.count(state) else backoff(state)
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if tally.count(state):
+            return tally.paced >= max_paced
+        return tally.others > policy.max_retries or bool(out_of_time(state))
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if log_retries and not tally.count(state):
+            log(state)
+
+    return tenacity.AsyncRetrying(
+        sleep=policy.async_sleep or _default_async_sleep,
+        retry=tenacity.retry_if_exception(lambda exc: retryable(exc) or (paced is not None and paced(exc))),
+        wait=wait,
+        stop=stop,
+        before=start,
+        before_sleep=before_sleep,
+        reraise=True,
+    )

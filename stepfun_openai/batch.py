@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import json
 import os
-import random
 import re
 import secrets
 import time
@@ -51,7 +50,7 @@ from ._exceptions import (
 from ._manifest import Manifest, add_png_text, fsync_dir, remove_stale_temp_files, write_atomic
 from ._progress import Progress, format_duration
 from ._ratelimit import AdaptiveLimiter, Limits, resolve_limits
-from ._retry import RetryPolicy, is_retryable
+from ._retry import RetryPolicy, async_retrying, retry_after_seconds
 from ._sniff import sniff
 
 if TYPE_CHECKING:
@@ -446,13 +445,14 @@ def _count(result: BatchResult, status: str, reason: str | None = None) -> None:
         result.failures[reason or status] += 1
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+def _paced_by_limiter(exc: BaseException) -> bool:
+    """A 429 about the request rate or concurrency: the limiter slows down and paces the retry.
+    (A 429 about balance or quota, ``InsufficientBalanceError``, is not retried at all.)"""
+    return isinstance(exc, openai.RateLimitError) and not isinstance(exc, InsufficientBalanceError)
+
+
+class _StopRequested(Exception):
+    """The batch is stopping: the job's next attempt is not made, and the job stays pending."""
 
 
 class _Runner:
@@ -524,62 +524,61 @@ class _Runner:
         except (StepFunValidationError, TypeError, ValueError, OSError) as exc:
             await self._finish(work, self._record(work, "invalid", started, error=_error_of(exc)), "invalid")
             return
-        backoffs = 0
-        while True:
-            if self.stop is not None:
-                return  # not recorded: it runs when the batch is resumed
-            sent_at = await self.limiter.acquire()
-            work.attempts += 1
-            self.result.requests += 1
-            try:
-                response = await self._call(work.endpoint, params)
-            except StepFunValidationError as exc:
-                self.limiter.release()
-                await self._finish(work, self._record(work, "invalid", started, error=_error_of(exc)), "invalid")
-                return
-            except ContentBlockedError as exc:
-                self.limiter.release()
-                event = self._record(work, "blocked", started, error=_error_of(exc), trace_id=get_trace_id(exc))
-                await self._finish(work, event, "blocked (451)")
-                return
-            except InsufficientBalanceError as exc:  # includes QuotaExceededError, a 429 that waiting cannot fix
-                self.limiter.release()
-                await self._fail(work, exc, started, fatal=True)
-                return
-            except openai.RateLimitError as exc:
-                self.limiter.release()
+        retrying = async_retrying(
+            self.policy,
+            paced=_paced_by_limiter,
+            max_paced=_MAX_RATE_LIMITED_ATTEMPTS,
+            before=self._before_attempt,
+            log_retries=False,  # the progress bar and the manifest tell
+            limit_total_time=False,  # a job's time is mostly the limiter's queue, not its retries
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    response = await self._attempt(work, params)
+        except _StopRequested:
+            return  # not recorded: it runs when the batch is resumed
+        except StepFunValidationError as exc:
+            await self._finish(work, self._record(work, "invalid", started, error=_error_of(exc)), "invalid")
+        except ContentBlockedError as exc:
+            event = self._record(work, "blocked", started, error=_error_of(exc), trace_id=get_trace_id(exc))
+            await self._finish(work, event, "blocked (451)")
+        except InsufficientBalanceError as exc:  # includes QuotaExceededError, a 429 that waiting cannot fix
+            await self._fail(work, exc, started, fatal=True)
+        except Exception as exc:
+            fatal = isinstance(exc, openai.APIStatusError) and exc.status_code in _FATAL_STATUS
+            await self._fail(work, exc, started, fatal=fatal)
+        else:
+            await self._succeed(work, response, started)
+
+    def _before_attempt(self, state: object) -> None:
+        if self.stop is not None:
+            raise _StopRequested
+
+    async def _attempt(self, work: _Work, params: dict[str, Any]) -> Any:
+        """One HTTP request, inside the limiter, whose feedback it gives."""
+        sent_at = await self.limiter.acquire()
+        work.attempts += 1
+        self.result.requests += 1
+        try:
+            response = await self._call(work.endpoint, params)
+        except Exception as exc:
+            self.limiter.release()
+            if _paced_by_limiter(exc):
                 kind = exc.kind if isinstance(exc, StepFunRateLimitError) else None
                 limit = exc.limit if isinstance(exc, StepFunRateLimitError) else None
-                self.limiter.on_rate_limited(kind=kind, limit=limit, retry_after=_retry_after(exc), sent_at=sent_at)
+                self.limiter.on_rate_limited(
+                    kind=kind, limit=limit, retry_after=retry_after_seconds(exc), sent_at=sent_at
+                )
                 self.result.rate_limited += 1
                 work.rate_limited += 1
-                if work.rate_limited >= _MAX_RATE_LIMITED_ATTEMPTS:
-                    await self._fail(work, exc, started)
-                    return
-                continue
-            except Exception as exc:
-                self.limiter.release()
-                status = getattr(exc, "status_code", None)
-                if isinstance(exc, openai.APIStatusError) and status in _FATAL_STATUS:
-                    await self._fail(work, exc, started, fatal=True)
-                    return
-                if not is_retryable(exc, self.policy) or backoffs >= self.policy.max_retries:
-                    await self._fail(work, exc, started)
-                    return
-                backoffs += 1
-                await asyncio.sleep(self._backoff(backoffs, exc))
-                continue
+            raise
+        except BaseException:
             self.limiter.release()
-            self.limiter.on_success()
-            await self._succeed(work, response, started)
-            return
-
-    def _backoff(self, retry: int, exc: BaseException) -> float:
-        server = _retry_after(exc)
-        if server is not None:
-            return min(server, self.policy.max_retry_after)
-        ceiling = min(self.policy.max_backoff, self.policy.initial_backoff * 2 ** (retry - 1))
-        return random.uniform(0, ceiling)
+            raise
+        self.limiter.release()
+        self.limiter.on_success()
+        return response
 
     def _check(self, endpoint: JobEndpoint, params: Mapping[str, Any]) -> None:
         """Validate (and encode) the request before it takes a rate-limit slot."""
