@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._client import API_KEY_ENV_VARS, DEFAULT_TIMEOUT, AsyncStepFun, MissingAPIKeyError, StepFun
-from ._download import ImageDownloadError, ImageURLExpiredError
 from ._exceptions import (
     ContentBlockedError,
     ContentFilteredError,
@@ -17,13 +19,54 @@ from ._exceptions import (
     StepFunValidationError,
     get_trace_id,
 )
-from ._fit import ImageFitWarning
-from ._metadata import ImageMetadata, read_metadata, regenerate_kwargs
 from ._retry import RetryPolicy
-from .catalog import DEFAULT_BASE_URL, INTERNATIONAL_BASE_URL, STEP_PLAN_BASE_URL
-from .types import StepFunImage, StepFunImagesResponse, StyleReference
+
+if TYPE_CHECKING:
+    from . import catalog as catalog
+    from . import types as types
+    from ._download import ImageDownloadError, ImageURLExpiredError
+    from ._fit import ImageFitWarning
+    from ._metadata import ImageMetadata, read_metadata, regenerate_kwargs
+    from .catalog import DEFAULT_BASE_URL, INTERNATIONAL_BASE_URL, STEP_PLAN_BASE_URL
+    from .types import StepFunImage, StepFunImagesResponse, StyleReference
 
 __version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "ImageDownloadError": "._download",
+    "ImageURLExpiredError": "._download",
+    "ImageFitWarning": "._fit",
+    "ImageMetadata": "._metadata",
+    "read_metadata": "._metadata",
+    "regenerate_kwargs": "._metadata",
+    "DEFAULT_BASE_URL": ".catalog",
+    "INTERNATIONAL_BASE_URL": ".catalog",
+    "STEP_PLAN_BASE_URL": ".catalog",
+    "StepFunImage": ".types",
+    "StepFunImagesResponse": ".types",
+    "StyleReference": ".types",
+}
+"""Exported names whose modules load on first use, so `import stepfun_openai` costs little more
+than `import openai` (the image types, metadata and catalog load with the first image call)."""
+
+_LAZY_MODULES = frozenset({"catalog", "types"})
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all __getattr__
+
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY:
+            value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        elif name in _LAZY_MODULES:
+            value = importlib.import_module(f".{name}", __name__)
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_LAZY, *_LAZY_MODULES})
+
 
 __all__ = [
     "API_KEY_ENV_VARS",

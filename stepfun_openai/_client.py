@@ -11,7 +11,6 @@ import openai
 from openai import AsyncOpenAI, NotGiven, OpenAI, not_given
 from typing_extensions import Self
 
-from . import catalog
 from ._compat import (
     RAW_RESPONSE_HEADER,
     AsyncOpenAIWithRawResponse,
@@ -28,10 +27,10 @@ from ._exceptions import (
     QuotaExceededError,
     StepFunRateLimitError,
 )
-from ._requests import ClientSettings, finish_images_response, malformed
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, acall_with_retries, call_with_retries, split_options
-from .types import StepFunImagesResponse
 
+# _requests, types and catalog are imported where first needed (a client's construction, its
+# first response): `import stepfun_openai` stays close to `import openai`.
 if TYPE_CHECKING:
     from ._images import (
         AsyncImages,
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
         ImagesWithRawResponse,
         ImagesWithStreamingResponse,
     )
+    from ._requests import ClientSettings
 
 __all__ = [
     "API_KEY_ENV_VARS",
@@ -80,7 +80,9 @@ def _resolve_api_key(api_key: str | None, enforce: bool) -> str:
 def _resolve_base_url(base_url: str | httpx2.URL | None) -> str | httpx2.URL:
     if base_url:
         return base_url
-    return os.environ.get(BASE_URL_ENV_VAR) or catalog.DEFAULT_BASE_URL
+    from .catalog import DEFAULT_BASE_URL
+
+    return os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
 
 
 def _is_quota_message(body: object) -> bool:
@@ -110,6 +112,8 @@ class _StepFunMixin:
         stable_seed: bool,
         fit: bool = False,
     ) -> None:
+        from ._requests import ClientSettings
+
         policy = retry_policy or DEFAULT_RETRY_POLICY
         if max_retries is not None:
             policy = policy.with_max_retries(max_retries)
@@ -183,16 +187,22 @@ class _StepFunMixin:
 
 def _is_image_call(cast_to: Any, response: httpx2.Response) -> bool:
     """A parsed (not raw, not streamed) answer of one of the image endpoints."""
+    from .types import StepFunImagesResponse
+
     return cast_to is StepFunImagesResponse and not response.request.headers.get(RAW_RESPONSE_HEADER)
 
 
 def _finish(result: object, options: FinalRequestOptions, response: httpx2.Response) -> Any:
+    from ._requests import finish_images_response
+
     sent = options.json_data if isinstance(options.json_data, Mapping) else getattr(options.content, "sent", None)
     return finish_images_response(result, response, sent)
 
 
 def _invalid_json(exc: ValueError, response: httpx2.Response) -> Exception:
     # JSONDecodeError and friends: a truncated or non-JSON body
+    from ._requests import malformed
+
     return malformed(f"invalid JSON ({type(exc).__name__})", response)
 
 
