@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+# Response fields use typing.Optional/List, not ``X | None``: openai 3.0's construct_type caches
+# unions in a WeakKeyDictionary, and ``types.UnionType`` cannot be weakly referenced.
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Literal, Union
+from typing import IO, TYPE_CHECKING, Any, List, Literal, Optional, Union
 
 from openai.types import Image as _OpenAIImage
 from openai.types import ImagesResponse as _OpenAIImagesResponse
@@ -45,13 +47,13 @@ class StepFunImage(ImageResultMixin, _OpenAIImage):
     """One generated image: openai's ``Image`` plus StepFun's ``seed`` and ``finish_reason``, and
     helpers: ``read()``, ``save()``, ``to_pil()``, ``expires_at``, inline display in Jupyter."""
 
-    seed: int | None = None
+    seed: Optional[int] = None
     """The seed used: the request's, or the one StepFun chose at random."""
 
-    finish_reason: Literal["success", "content_filtered"] | str | None = None
+    finish_reason: Optional[Union[Literal["success", "content_filtered"], str]] = None
     """``success``, or ``content_filtered`` (generated but blocked by moderation: unusable)."""
 
-    image: str | None = None
+    image: Optional[str] = None
     """Legacy name of ``b64_json`` in an older StepFun doc; copied into ``b64_json`` on parse."""
 
     _context: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -74,9 +76,9 @@ class StepFunImagesResponse(ImagesResultMixin, _OpenAIImagesResponse):
     """The response of all three image endpoints. ``id`` and ``created`` may be absent.
     ``save_all(directory)`` saves every image; ``raise_for_content_filter()`` checks moderation."""
 
-    created: int | None = None  # type: ignore[assignment]
-    id: str | None = None
-    data: list[StepFunImage] | None = None  # type: ignore[assignment]
+    created: Optional[int] = None  # type: ignore[assignment]
+    id: Optional[str] = None
+    data: Optional[List[StepFunImage]] = None  # type: ignore[assignment]
 
     _trace_id: str | None = PrivateAttr(default=None)
     _request: dict[str, Any] = PrivateAttr(default_factory=dict)
