@@ -103,14 +103,19 @@ class _StepFunMixin:
     retry_policy: RetryPolicy
     _stepfun_settings: ClientSettings
 
-    def _stepfun_setup(
+    def __init__(
         self,
         *,
-        max_retries: int | None,
-        retry_policy: RetryPolicy | None,
-        validate: bool,
-        stable_seed: bool,
+        api_key: str | None = None,
+        base_url: str | httpx2.URL | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
+        validate: bool = True,
+        stable_seed: bool = True,
         fit: bool = False,
+        default_headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
         from ._requests import ClientSettings
 
@@ -119,6 +124,16 @@ class _StepFunMixin:
             policy = policy.with_max_retries(max_retries)
         self.retry_policy = policy
         self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed, fit=fit)
+        # The next class in the MRO is OpenAI or AsyncOpenAI.
+        super().__init__(  # type: ignore[call-arg]
+            api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
+            base_url=_resolve_base_url(base_url),
+            max_retries=0,  # tenacity owns the retries; the SDK's must not multiply with them
+            timeout=DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout,
+            default_headers=default_headers,
+            **kwargs,
+        )
+        scrub_openai_environment(self, set(kwargs), default_headers)
 
     @property
     def validate(self) -> bool:
@@ -135,30 +150,35 @@ class _StepFunMixin:
         """Whether input images the model would reject are converted/scaled (Pillow) instead."""
         return self._stepfun_settings.fit
 
-    def _stepfun_copy_kwargs(
+    def copy(
         self,
         *,
-        max_retries: int | NotGiven,
-        retry_policy: RetryPolicy | None,
-        validate: bool | None,
-        stable_seed: bool | None,
-        extra: Mapping[str, Any],
+        max_retries: int | NotGiven = not_given,
+        retry_policy: RetryPolicy | None = None,
+        validate: bool | None = None,
+        stable_seed: bool | None = None,
         fit: bool | None = None,
-    ) -> dict[str, Any]:
+        _extra_kwargs: Mapping[str, Any] = {},
+        **kwargs: Any,
+    ) -> Self:
+        """A new client of the same class with the same settings, some overridden
+        (``with_options`` is an alias)."""
         policy = retry_policy or self.retry_policy
         if not isinstance(max_retries, NotGiven):
             policy = policy.with_max_retries(max_retries)
-        return {
-            # The base copy() forwards max_retries itself; it must be ours, not the SDK's 0.
-            "max_retries": policy.max_retries,
-            "_extra_kwargs": {
-                "retry_policy": policy,
-                "validate": self.validate if validate is None else validate,
-                "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
-                "fit": self.fit if fit is None else fit,
-                **extra,
-            },
+        ours = {
+            "retry_policy": policy,
+            "validate": self.validate if validate is None else validate,
+            "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
+            "fit": self.fit if fit is None else fit,
         }
+        # The base copy() forwards max_retries itself; it must be ours, not the SDK's 0.
+        copied: Self = super().copy(  # type: ignore[misc]
+            max_retries=policy.max_retries, _extra_kwargs={**ours, **_extra_kwargs}, **kwargs
+        )
+        return copied
+
+    with_options = copy
 
     def _make_status_error(self, err_msg: str, *, body: object, response: httpx2.Response) -> openai.APIStatusError:
         data = body.get("error", body) if isinstance(body, Mapping) else body
@@ -217,33 +237,6 @@ class StepFun(_StepFunMixin, OpenAI):
     the model would reject (needs Pillow). Every other keyword goes to ``OpenAI``.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | httpx2.URL | None = None,
-        max_retries: int | None = None,
-        retry_policy: RetryPolicy | None = None,
-        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
-        validate: bool = True,
-        stable_seed: bool = True,
-        fit: bool = False,
-        default_headers: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._stepfun_setup(
-            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed, fit=fit
-        )
-        super().__init__(
-            api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
-            base_url=_resolve_base_url(base_url),
-            max_retries=0,
-            timeout=DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout,
-            default_headers=default_headers,
-            **kwargs,
-        )
-        scrub_openai_environment(self, set(kwargs), default_headers)
-
     @cached_property
     def images(self) -> Images:
         """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
@@ -258,30 +251,6 @@ class StepFun(_StepFunMixin, OpenAI):
     @cached_property
     def with_streaming_response(self) -> StepFunWithStreamedResponse:
         return StepFunWithStreamedResponse(self)
-
-    def copy(
-        self,
-        *,
-        max_retries: int | NotGiven = not_given,
-        retry_policy: RetryPolicy | None = None,
-        validate: bool | None = None,
-        stable_seed: bool | None = None,
-        fit: bool | None = None,
-        _extra_kwargs: Mapping[str, Any] = {},
-        **kwargs: Any,
-    ) -> Self:
-        """A new client with the same settings, some overridden (``with_options`` is an alias)."""
-        ours = self._stepfun_copy_kwargs(
-            max_retries=max_retries,
-            retry_policy=retry_policy,
-            validate=validate,
-            stable_seed=stable_seed,
-            extra=_extra_kwargs,
-            fit=fit,
-        )
-        return super().copy(**ours, **kwargs)
-
-    with_options = copy
 
     def request(
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
@@ -308,33 +277,6 @@ class StepFun(_StepFunMixin, OpenAI):
 class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
     """The async twin of :class:`StepFun`, with the same arguments and behaviour."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | httpx2.URL | None = None,
-        max_retries: int | None = None,
-        retry_policy: RetryPolicy | None = None,
-        timeout: float | httpx2.Timeout | NotGiven | None = not_given,
-        validate: bool = True,
-        stable_seed: bool = True,
-        fit: bool = False,
-        default_headers: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._stepfun_setup(
-            max_retries=max_retries, retry_policy=retry_policy, validate=validate, stable_seed=stable_seed, fit=fit
-        )
-        super().__init__(
-            api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
-            base_url=_resolve_base_url(base_url),
-            max_retries=0,
-            timeout=DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout,
-            default_headers=default_headers,
-            **kwargs,
-        )
-        scrub_openai_environment(self, set(kwargs), default_headers)
-
     @cached_property
     def images(self) -> AsyncImages:
         """StepFun's image endpoints: ``generate``, ``image2image``, ``edit``."""
@@ -349,30 +291,6 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
     @cached_property
     def with_streaming_response(self) -> AsyncStepFunWithStreamedResponse:
         return AsyncStepFunWithStreamedResponse(self)
-
-    def copy(
-        self,
-        *,
-        max_retries: int | NotGiven = not_given,
-        retry_policy: RetryPolicy | None = None,
-        validate: bool | None = None,
-        stable_seed: bool | None = None,
-        fit: bool | None = None,
-        _extra_kwargs: Mapping[str, Any] = {},
-        **kwargs: Any,
-    ) -> Self:
-        """A new client with the same settings, some overridden (``with_options`` is an alias)."""
-        ours = self._stepfun_copy_kwargs(
-            max_retries=max_retries,
-            retry_policy=retry_policy,
-            validate=validate,
-            stable_seed=stable_seed,
-            extra=_extra_kwargs,
-            fit=fit,
-        )
-        return super().copy(**ours, **kwargs)
-
-    with_options = copy
 
     async def request(
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
