@@ -133,7 +133,9 @@ class _StepFunMixin:
             default_headers=default_headers,
             **kwargs,
         )
-        scrub_openai_environment(self, set(kwargs), default_headers)
+        # copy() passes organization=None etc. explicitly: only a real value counts as the caller's.
+        explicit = {name for name, value in kwargs.items() if value is not None}
+        scrub_openai_environment(self, explicit, default_headers)
 
     @property
     def validate(self) -> bool:
@@ -206,10 +208,31 @@ class _StepFunMixin:
 
 
 def _is_image_call(cast_to: Any, response: httpx2.Response) -> bool:
-    """A parsed (not raw, not streamed) answer of one of the image endpoints."""
+    """An answer of one of the image endpoints, parsed now or (raw) later; not a streamed one."""
     from .types import StepFunImagesResponse
 
-    return cast_to is StepFunImagesResponse and not response.request.headers.get(RAW_RESPONSE_HEADER)
+    return cast_to is StepFunImagesResponse and response.request.headers.get(RAW_RESPONSE_HEADER) in (None, "true")
+
+
+def _is_raw(response: httpx2.Response) -> bool:
+    return response.request.headers.get(RAW_RESPONSE_HEADER) == "true"
+
+
+def _finish_on_parse(raw: Any, options: FinalRequestOptions, response: httpx2.Response) -> Any:
+    """``with_raw_response``: the SDK parses when the caller asks; give that parse our checks."""
+    sdk_parse = raw.parse
+
+    def parse(**kwargs: Any) -> Any:
+        if kwargs.get("to") is not None:
+            return sdk_parse(**kwargs)
+        try:
+            result = sdk_parse(**kwargs)
+        except ValueError as exc:
+            raise _invalid_json(exc, response) from None
+        return _finish(result, options, response)
+
+    raw.parse = parse
+    return raw
 
 
 def _finish(result: object, options: FinalRequestOptions, response: httpx2.Response) -> Any:
@@ -267,6 +290,9 @@ class StepFun(_StepFunMixin, OpenAI):
     ) -> Any:
         if not _is_image_call(cast_to, response):
             return super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+        if _is_raw(response):
+            raw = super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+            return _finish_on_parse(raw, options, response)
         try:
             result = super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
         except ValueError as exc:
@@ -306,6 +332,9 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
     ) -> Any:
         if not _is_image_call(cast_to, response):
             return await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+        if _is_raw(response):
+            raw = await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
+            return _finish_on_parse(raw, options, response)
         try:
             result = await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
         except ValueError as exc:

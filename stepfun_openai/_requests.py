@@ -109,6 +109,17 @@ def _style_reference(value: Any, fit: Callable[[bytes, str], bytes] | None = Non
     return encoded
 
 
+_INTEGER_FIELDS = ("seed", "steps", "n")
+
+
+def _whole_numbers_as_int(body: dict[str, Any]) -> None:
+    """``steps=8.0`` means 8, but StepFun refuses ``8.0`` on the wire: send the integer."""
+    for key in _INTEGER_FIELDS:
+        value = body.get(key)
+        if isinstance(value, float) and value.is_integer():
+            body[key] = int(value)
+
+
 def _stable_seed(body: dict[str, Any], settings: ClientSettings) -> None:
     """Pick the seed before the first attempt, so every retry asks for the same image."""
     seed = body.get("seed")
@@ -134,6 +145,7 @@ def prepare_json(
     if "style_reference" in body:
         body["style_reference"] = _style_reference(body["style_reference"], fit)
     body = deep_merge(body, _extra_body(extra_body))
+    _whole_numbers_as_int(body)
     _stable_seed(body, settings)
     if isinstance(body.get("model"), str):
         warn_if_retired(body["model"])
@@ -241,6 +253,7 @@ def prepare_edit(
     filename = body.pop("filename", None)
     info = sniff(image[:HEADER_BYTES])
     body = deep_merge(body, _extra_body(extra_body))
+    _whole_numbers_as_int(body)
     _stable_seed(body, settings)
     if isinstance(body.get("model"), str):
         warn_if_retired(body["model"])

@@ -51,7 +51,7 @@ def _check_number(param: str, value: object, rng: catalog.NumberRange, model: st
 def _check_prompt(param: str, value: object, limit: int, model: str, endpoint: str, required: bool) -> None:
     if value is None and not required:
         return
-    if not isinstance(value, str) or (required and not value):
+    if not isinstance(value, str) or (required and not value.strip()):
         _fail(param, value, f"a non-empty string of at most {limit} characters", model, endpoint)
         return
     if len(value) > limit:
@@ -79,6 +79,13 @@ def check_image(
         _fail(param, f"<{nbytes} bytes>", f"at most {limits.max_bytes} bytes (10 MB)", model, endpoint, fit_hint)
     width, height = info.width, info.height
     if width is None or height is None:
+        _fail(
+            param,
+            f"<{info.format} image of unknown size>",
+            f"an image whose header gives its size (this one looks truncated or corrupt): {limits.describe()}",
+            model,
+            endpoint,
+        )
         return
     if width > limits.max_width or height > limits.max_height:
         _fail(

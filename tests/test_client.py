@@ -254,3 +254,18 @@ def test_seed_guide_code_runs_unchanged_with_stepfun(tmp_path: object) -> None:
         assert e.type == "input_invalid"
     else:
         raise AssertionError("expected a 400")
+
+
+@pytest.mark.parametrize("how", ["copy", "with_options"])
+def test_copies_never_pick_up_openai_environment(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    recorder = Recorder()
+    client = getattr(_client(recorder, api_key="sk-step"), how)(timeout=30.0)
+    client.images.generate(model="step-2x-large", prompt="a cat", seed=1)
+    headers = {k.lower() for k in recorder.last.headers}
+    assert "openai-organization" not in headers and "openai-project" not in headers
+    assert "x-openai-only" not in headers
+    assert recorder.last.headers["authorization"] == "Bearer sk-step"
+    assert client.organization is None and client.project is None
+    assert client.admin_api_key is None and client.webhook_secret is None
+    explicit = StepFun(api_key="k", organization="org-mine").with_options(timeout=3.0)
+    assert explicit.organization == "org-mine", "what the caller passed explicitly is kept"

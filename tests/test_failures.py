@@ -231,7 +231,7 @@ def _invalid_parameters(params: dict[str, Any]) -> set[str]:
         return {"model"}
     bad = set()
     prompt = params["prompt"]
-    if not isinstance(prompt, str) or not prompt or len(prompt) > spec.prompt_max:
+    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > spec.prompt_max:
         bad.add("prompt")
     if "size" in params and params["size"] not in (spec.sizes or ()):
         bad.add("size")
@@ -266,7 +266,7 @@ _WILD = {
 
 def _valid(name: str, spec: catalog.EndpointSpec) -> st.SearchStrategy[Any]:
     return {
-        "prompt": st.text(min_size=1, max_size=spec.prompt_max).filter(bool),
+        "prompt": st.text(min_size=1, max_size=spec.prompt_max).filter(str.strip),
         "size": st.sampled_from(spec.sizes or ("1024x1024",)),
         "n": st.just(1),
         "response_format": st.sampled_from(["url", "b64_json"]),

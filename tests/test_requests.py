@@ -273,6 +273,7 @@ RULES: list[tuple[str, str, dict[str, Any], str, Any, Any]] = [
     ("model-endpoint", "image2image", I2I, "model", "step-image-edit-2", "step-1x-medium"),
     ("edit-model", "edit", EDIT, "model", "step-2x-large", "step-1x-edit"),
     ("prompt-empty", "generate", GEN, "prompt", "", "x"),
+    ("prompt-blank", "generate", GEN, "prompt", "   ", "x"),
     ("prompt-512", "generate", GEN, "prompt", "x" * 513, "x" * 512),
     ("prompt-1024-i2i", "image2image", I2I, "prompt", "x" * 1025, "x" * 1024),
     ("size-wxh", "generate", GEN, "size", "2000x2000", "800x1280"),
@@ -306,6 +307,8 @@ RULES: list[tuple[str, str, dict[str, Any], str, Any, Any]] = [
     ("source-format", "image2image", I2I, "source_url", b"GIF89a" + b"\x10\x00\x10\x00" + b"\x00" * 40, tiny_png()),
     ("source-pixels", "image2image", I2I, "source_url", tiny_png(2049, 1), tiny_png(2048, 1)),
     ("edit-pixels", "edit", EDIT, "image", tiny_png(4097, 1), tiny_png(4096, 1)),
+    ("edit-truncated", "edit", EDIT, "image", tiny_png(64, 64)[:20], tiny_png(64, 64)),
+    ("source-truncated", "image2image", I2I, "source_url", tiny_png()[:20], tiny_png()),
     ("edit-1x-min-side", "edit", EDIT_1X, "image", tiny_png(63, 63), tiny_png(64, 64)),
     ("edit-1x-aspect", "edit", EDIT_1X, "image", tiny_png(64, 193), tiny_png(64, 192)),
 ]
@@ -495,3 +498,27 @@ async def test_client_level_raw_and_streaming_views_include_image2image(mode: st
             assert astreamed.headers["x-trace-id"] == "t-1"
     assert raw.parse().data[0].seed == 42
     assert [r.url.path for r in recorder.requests] == ["/v1/images/image2image", "/v1/images/generations"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_raw_response_parse_gets_the_same_checks_and_trace_id(mode: str) -> None:
+    recorder = Recorder()
+    if mode == "sync":
+        raw = sync_client(recorder).images.with_raw_response.generate(**GEN)
+    else:
+        raw = await async_client(recorder).images.with_raw_response.generate(**GEN)
+    parsed = raw.parse()
+    assert parsed.trace_id == "t-1"
+    assert parsed.data[0].seed == 42
+    broken = Recorder(lambda r: httpx2.Response(200, json={"created": 1, "data": []}))
+    raw_broken = sync_client(broken, max_retries=0).images.with_raw_response.generate(**GEN)
+    with pytest.raises(MalformedResponseError):
+        raw_broken.parse()
+
+
+def test_whole_number_floats_go_out_as_integers() -> None:
+    recorder = Recorder()
+    sync_client(recorder).images.generate(model="step-2x-large", prompt="p", seed=5.0, steps=8.0, n=1.0)
+    sent = recorder.last_json()
+    assert (sent["seed"], sent["steps"], sent["n"]) == (5, 8, 1)
+    assert all(type(sent[k]) is int for k in ("seed", "steps", "n"))
