@@ -8,31 +8,44 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._client import API_KEY_ENV_VARS, DEFAULT_TIMEOUT, AsyncStepFun, MissingAPIKeyError, StepFun
-from ._exceptions import (
-    ContentBlockedError,
-    ContentFilteredError,
-    InsufficientBalanceError,
-    MalformedResponseError,
-    QuotaExceededError,
-    StepFunRateLimitError,
-    StepFunValidationError,
-    get_trace_id,
-)
-from ._retry import RetryPolicy
-
 if TYPE_CHECKING:
     from . import catalog as catalog
     from . import types as types
+    from ._client import API_KEY_ENV_VARS, DEFAULT_TIMEOUT, AsyncStepFun, MissingAPIKeyError, StepFun
     from ._download import ImageDownloadError, ImageURLExpiredError
+    from ._exceptions import (
+        ContentBlockedError,
+        ContentFilteredError,
+        InsufficientBalanceError,
+        MalformedResponseError,
+        QuotaExceededError,
+        StepFunRateLimitError,
+        StepFunValidationError,
+        get_trace_id,
+    )
     from ._fit import ImageFitWarning
     from ._metadata import ImageMetadata, read_metadata, regenerate_kwargs
+    from ._retry import RetryPolicy
     from .catalog import DEFAULT_BASE_URL, INTERNATIONAL_BASE_URL, STEP_PLAN_BASE_URL
     from .types import StepFunImage, StepFunImagesResponse, StyleReference
 
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    "API_KEY_ENV_VARS": "._client",
+    "DEFAULT_TIMEOUT": "._client",
+    "AsyncStepFun": "._client",
+    "MissingAPIKeyError": "._client",
+    "StepFun": "._client",
+    "ContentBlockedError": "._exceptions",
+    "ContentFilteredError": "._exceptions",
+    "InsufficientBalanceError": "._exceptions",
+    "MalformedResponseError": "._exceptions",
+    "QuotaExceededError": "._exceptions",
+    "StepFunRateLimitError": "._exceptions",
+    "StepFunValidationError": "._exceptions",
+    "get_trace_id": "._exceptions",
+    "RetryPolicy": "._retry",
     "ImageDownloadError": "._download",
     "ImageURLExpiredError": "._download",
     "ImageFitWarning": "._fit",
@@ -46,8 +59,9 @@ _LAZY: dict[str, str] = {
     "StepFunImagesResponse": ".types",
     "StyleReference": ".types",
 }
-"""Exported names whose modules load on first use, so `import stepfun_openai` costs little more
-than `import openai` (the image types, metadata and catalog load with the first image call)."""
+"""Every exported name loads its module on first use: ``import stepfun_openai`` (and so the
+stdlib-only ``stepfun_openai.emulator`` and ``stepfun_openai.catalog``) never imports openai, and
+``from stepfun_openai import StepFun`` costs about what ``from openai import OpenAI`` does."""
 
 _LAZY_MODULES = frozenset({"catalog", "types"})
 
