@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from urllib.parse import parse_qs, urlsplit
+import re
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import httpx2
 import openai
@@ -22,6 +23,7 @@ __all__ = [
     "adownload",
     "check_url",
     "download",
+    "redact_url",
     "url_expires_at",
 ]
 
@@ -43,8 +45,9 @@ class ImageDownloadError(openai.OpenAIError):
 
 
 class ImageURLExpiredError(ImageDownloadError):
-    """The storage refused a presigned result URL (HTTP 403): it has expired. ``expires_at`` says
-    when it did (``None`` if the URL does not say)."""
+    """The storage refused a presigned result URL (HTTP 403) that is past its expiry time
+    (``expires_at``). A refused URL that is not yet expired raises a plain ``ImageDownloadError``
+    (signature invalid or access denied)."""
 
     def __init__(self, message: str, *, url: str | None, status_code: int | None, expires_at: dt.datetime | None):
         super().__init__(message, url=url, status_code=status_code)
@@ -101,18 +104,54 @@ def _redact(url: str) -> str:
     return url.split("?", 1)[0] + ("?..." if "?" in url else "")
 
 
+_SECRET_PARAM = re.compile(
+    r"signature|credential|token|secret|passw|auth|session|(?:^|[-_.])(?:sig|key|apikey|api[-_]key|access[-_]?key)$",
+    re.IGNORECASE,
+)
+REDACTED = "REDACTED"
+
+
+def redact_url(url: str, *, keep_query: bool = True) -> str:
+    """``url`` safe to store or show: the values of signed query parameters (``X-Tos-Signature``,
+    ``X-Tos-Credential``, ``X-Amz-Security-Token``, any ``*Signature*``/``*Credential*``/token-like
+    name) become ``REDACTED``; the rest (``X-Tos-Date``, ``X-Tos-Expires``, ...) is kept.
+    ``keep_query=False`` drops the whole query string (``...?...``)."""
+    if not keep_query:
+        return _redact(url)
+    base, sep, rest = url.partition("?")
+    if not sep:
+        return url
+    query, hash_sep, fragment = rest.partition("#")
+    parts = []
+    for part in query.split("&"):
+        name, eq, _value = part.partition("=")
+        if eq and _SECRET_PARAM.search(unquote_plus(name)):
+            part = f"{name}={REDACTED}"
+        parts.append(part)
+    return f"{base}?{'&'.join(parts)}{hash_sep}{fragment}"
+
+
 def _expired_error(url: str, status: int) -> ImageURLExpiredError:
     expires_at = url_expires_at(url)
     when = f"it expired at {expires_at:%Y-%m-%d %H:%M:%S} UTC" if expires_at else "it has probably expired"
-    now = dt.datetime.now(dt.timezone.utc)
-    if expires_at is not None and expires_at > now:
-        when = f"it was due to expire at {expires_at:%Y-%m-%d %H:%M:%S} UTC (check the clock)"
     return ImageURLExpiredError(
         f"the image URL was refused (HTTP {status}): {when}. StepFun's URLs are valid about an hour: "
         "download promptly, or ask for response_format='b64_json'",
         url=_redact(url),
         status_code=status,
         expires_at=expires_at,
+    )
+
+
+def _refused_error(url: str, status: int) -> ImageDownloadError:
+    """401/403 on a URL that is not past its time: the signature or the access is wrong."""
+    shown = _redact(url)
+    return ImageDownloadError(
+        f"the storage refused {shown} (HTTP {status}: signature invalid or access denied). The URL is "
+        "still within its validity window, so it was altered (e.g. its query string was edited or cut) "
+        "or this computer's clock is behind; request the image again",
+        url=shown,
+        status_code=status,
     )
 
 
@@ -129,7 +168,10 @@ def _next_url(response: httpx2.Response, url: str, hops: int) -> str | None:
 
 def _check_status(response: httpx2.Response, url: str, max_bytes: int) -> None:
     status = response.status_code
-    if status in (401, 403) and url_expires_at(url) is not None:
+    expires_at = url_expires_at(url) if status in (401, 403) else None
+    if expires_at is not None:
+        if expires_at > dt.datetime.now(dt.timezone.utc):
+            raise _refused_error(url, status)
         raise _expired_error(url, status)
     if status != 200:
         raise ImageDownloadError(

@@ -13,14 +13,14 @@ import datetime as dt
 import html
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._download import DEFAULT_MAX_BYTES, adownload, download, url_expires_at
+from ._download import DEFAULT_MAX_BYTES, adownload, download, redact_url, url_expires_at
 from ._exceptions import ContentFilteredError
 from ._fit import require_pillow
 from ._metadata import ImageMetadata, embed_png_metadata, sidecar_path
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from .types import StepFunImage
 
-__all__ = ["ImageResultMixin", "ImagesResultMixin", "atomic_write", "default_filename"]
+__all__ = ["ImageResultMixin", "ImagesResultMixin", "atomic_write", "default_filename", "exclusive_write"]
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
 _SLUG_CHARS = 48
@@ -59,39 +59,112 @@ def default_filename(image: StepFunImage, data: bytes) -> str:
     return stem + _EXTENSIONS.get(sniff(data[:64]).format or "", ".png")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: a crash mid-write never leaves a
-    half-written file under the final name (the temporary file is removed)."""
+_NAME_ATTEMPTS = 10_000
+
+
+def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
+    """A new, exclusively created temporary file beside the final name. Created with mode 0o666,
+    so the umask applies as for any other file the user writes (``mkstemp`` would give 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        temp = directory / f".{name}.{secrets.token_hex(6)}.part"
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` fully written and synced to a temporary file beside ``path``; its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, temp = _temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        _discard(temp)
+        raise
+    return temp
+
+
+def _discard(temp: Path) -> None:
+    try:
+        os.unlink(temp)
+    except OSError:
+        pass
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename over ``path`` (an existing file is
+    replaced): a crash mid-write never leaves a half-written file under the final name (the
+    temporary file is removed)."""
+    temp = _write_temp(path, data)
+    try:
         os.replace(temp, path)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
+        _discard(temp)
         raise
+
+
+def _candidates(path: Path) -> Iterator[Path]:
+    """``name.png``, ``name-2.png``, ``name-3.png``, ..."""
+    yield path
+    for number in range(2, _NAME_ATTEMPTS):
+        yield path.with_name(f"{path.stem}-{number}{path.suffix}")
+
+
+def _claim(temp: Path, candidate: Path) -> bool:
+    """Give the complete ``temp`` file the name ``candidate`` unless that name is taken (then
+    ``False``). A hard link claims the name atomically and never replaces a file; where hard
+    links are not supported, an ``O_EXCL`` placeholder reserves the name before the rename."""
+    try:
+        os.link(temp, candidate)
+    except FileExistsError:
+        return False
+    except (OSError, NotImplementedError, AttributeError):
+        # No hard links here (some network and FUSE file systems): the fallback raises real errors.
+        return _claim_exclusive(temp, candidate)
+    os.unlink(temp)
+    return True
+
+
+def _claim_exclusive(temp: Path, candidate: Path) -> bool:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(candidate, flags, 0o666)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    try:
+        os.replace(temp, candidate)
+    except BaseException:
+        _discard(candidate)  # the empty placeholder is ours: never leave it under the final name
+        raise
+    return True
+
+
+def exclusive_write(path: Path, data: bytes) -> Path:
+    """Write ``data`` under ``path``, or ``name-2.png``, ``name-3.png``, ... if taken, and return
+    the name used. Never overwrites a file, even when several threads or tasks save into the
+    same folder at once; the file is complete before it gets its name."""
+    temp = _write_temp(path, data)
+    try:
+        for candidate in _candidates(path):
+            if _claim(temp, candidate):
+                return candidate
+    except BaseException:
+        _discard(temp)
+        raise
+    _discard(temp)
+    raise FileExistsError(f"too many files named like {path}")
 
 
 def _is_directory_target(path: Path, raw: str | os.PathLike[str]) -> bool:
     text = os.fspath(raw)
     return path.is_dir() or text.endswith(("/", os.sep)) or (not path.exists() and not path.suffix)
-
-
-def _unique(path: Path) -> Path:
-    """``path``, or ``name-2.png``, ``name-3.png``, ... if it exists: never overwrite another image."""
-    if not path.exists():
-        return path
-    for number in range(2, 10_000):
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-        if not candidate.exists():
-            return candidate
-    raise FileExistsError(f"too many files named like {path}")
 
 
 class ImageResultMixin:
@@ -165,38 +238,49 @@ class ImageResultMixin:
 
     # --- saving --------------------------------------------------------------------------------
 
-    def _target(self, path: str | os.PathLike[str], data: bytes) -> Path:
+    def _target(self, path: str | os.PathLike[str], data: bytes) -> tuple[Path, bool]:
+        """Where to write, and whether that is a directory's default name (never overwritten)."""
         target = Path(path).expanduser()
         if _is_directory_target(target, path):
-            return _unique(target / default_filename(self, data))  # type: ignore[arg-type]
-        return target
+            return target / default_filename(self, data), True  # type: ignore[arg-type]
+        return target, False
 
-    def _write(self, target: Path, data: bytes, metadata: bool) -> Path:
+    def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool) -> Path:
+        target, in_directory = self._target(path, data)
+        sidecar: bytes | None = None
         if metadata and self._context:
             if sniff(data[:64]).format == "png":
                 data = embed_png_metadata(data, self.metadata)
             else:
-                atomic_write(sidecar_path(target), self.metadata.to_json().encode("utf-8"))
-        atomic_write(target, data)
+                sidecar = self.metadata.to_json().encode("utf-8")
+        if in_directory:
+            # The name is claimed and the file written in one step: concurrent saves into one
+            # folder get distinct names (``-2``, ``-3``, ...) instead of overwriting each other.
+            target = exclusive_write(target, data)
+            if sidecar is not None:
+                atomic_write(sidecar_path(target), sidecar)
+        else:
+            if sidecar is not None:
+                atomic_write(sidecar_path(target), sidecar)
+            atomic_write(target, data)
         return target
 
     def save(self, path: str | os.PathLike[str] = ".", *, metadata: bool = True) -> Path:
         """Write the image to ``path`` and return where it went.
 
-        ``path`` is a file name, or a directory (existing, ending in ``/``, or a new name without a
-        suffix) in which the file is
-        named ``<seed>-<prompt slug>.<ext>`` (never overwriting another file). The write is atomic
-        (temp file + rename). PNGs carry the request in a text chunk (``read_metadata()`` reads
-        it); other formats get a ``<name>.json`` sidecar. ``metadata=False`` stores nothing extra.
+        ``path`` is a file name (an existing file is replaced), or a directory (existing, ending
+        in ``/``, or a new name without a suffix) in which the file is named
+        ``<seed>-<prompt slug>.<ext>``, or ``...-2.<ext>`` and so on: another file is never
+        overwritten, even by concurrent saves. The write is atomic (a complete temp file gets the
+        final name). PNGs carry the request in a text chunk (``read_metadata()`` reads it); other
+        formats get a ``<name>.json`` sidecar. ``metadata=False`` stores nothing extra.
         """
-        data = self.read()
-        return self._write(self._target(path, data), data, metadata)
+        return self._write(path, self.read(), metadata)
 
     async def asave(self, path: str | os.PathLike[str] = ".", *, metadata: bool = True) -> Path:
         """Async :meth:`save` (the file is written in a worker thread)."""
         data = await self.aread()
-        target = self._target(path, data)
-        return await asyncio.to_thread(self._write, target, data, metadata)
+        return await asyncio.to_thread(self._write, path, data, metadata)
 
     # --- Pillow and Jupyter --------------------------------------------------------------------
 
@@ -211,10 +295,11 @@ class ImageResultMixin:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Jupyter shows the image: the ``b64_json`` string as is (no decoding or re-encoding),
-        or an ``<img>`` tag pointing at the URL."""
-        text = repr(self)
+        or an ``<img>`` tag pointing at the URL. The text is a one-line summary (the notebook
+        would otherwise store the base64 a second time)."""
+        text = self._summary()
         if self.content_filtered:
-            return {"text/plain": f"{text} (content_filtered by StepFun moderation: no image)"}
+            return {"text/plain": text}
         if self.b64_json is not None:
             head = base64.b64decode(_head_chars(self.b64_json), validate=False)
             mime = MIME_TYPES.get(sniff(head).format or "png", "image/png")
@@ -227,6 +312,33 @@ class ImageResultMixin:
                 bundle += f"<p>(this URL expired at {self.expires_at:%Y-%m-%d %H:%M:%S} UTC)</p>"
             return {"text/html": bundle, "text/plain": text}
         return {"text/plain": text}
+
+    def _summary(self) -> str:
+        """``<StepFunImage 1024x1024 png, seed 7, b64_json 76 kB>``: what it is, not its bytes."""
+        parts: list[str] = []
+        if self.b64_json is not None and not self.content_filtered:
+            info = sniff(base64.b64decode(_head_chars(self.b64_json), validate=False))
+            if info.width and info.height:
+                parts.append(f"{info.width}x{info.height} {info.format or 'image'}")
+            elif info.format:
+                parts.append(info.format)
+        if self.seed is not None:
+            parts.append(f"seed {self.seed}")
+        if self.content_filtered:
+            parts.append("content_filtered by StepFun moderation: no image")
+        elif self.b64_json is not None:
+            parts.append(f"b64_json {_size(len(self.b64_json))}")
+        elif self.url is not None:
+            parts.append(f"url {redact_url(self.url, keep_query=False)}")
+        return f"<{type(self).__name__} {', '.join(parts)}>" if parts else f"<{type(self).__name__}>"
+
+    def __repr_args__(self) -> Any:
+        """Pydantic's repr without megabytes of base64: long ``b64_json``/``image`` values are
+        shown truncated (the fields themselves are untouched)."""
+        for name, value in super().__repr_args__():  # type: ignore[misc]
+            if name in ("b64_json", "image") and isinstance(value, str) and len(value) > _REPR_CHARS:
+                value = _Truncated(value)
+            yield name, value
 
     # --- URL expiry ----------------------------------------------------------------------------
 
@@ -241,6 +353,25 @@ class ImageResultMixin:
         """True once ``expires_at`` has passed (a ``b64_json`` result never expires)."""
         expires_at = self.expires_at
         return expires_at is not None and dt.datetime.now(dt.timezone.utc) >= expires_at
+
+
+_REPR_CHARS = 64
+
+
+class _Truncated:
+    """Shown in a repr as ``'iVBORw0KGgo...' (102400 chars)``."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"{self.value[:_REPR_CHARS]!r}... ({len(self.value)} chars)"
+
+
+def _size(chars: int) -> str:
+    if chars >= 1_000_000:
+        return f"{chars / 1_000_000:.1f} MB"
+    return f"{round(chars / 1000)} kB" if chars >= 1000 else f"{chars} B"
 
 
 def _head_chars(b64: str) -> str:
