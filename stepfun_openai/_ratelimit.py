@@ -9,6 +9,11 @@ StepFun limits an account two ways at once: requests in flight and requests per 
 - on a 429 the limit it names (``current: 11, limit: 10``) becomes the new ceiling, or the rate
   drops by a step when we were already under it (someone else shares the account), and the
   whole batch pauses briefly; after enough successes the limits grow back, one step at a time.
+- one slow-down per cause: a 429 for a request sent before the last adjustment says nothing
+  new, nor does an RPM 429 within a window (60 s) of adopting or cutting the rate (StepFun's
+  sliding window is still full of the requests sent before), nor a concurrency 429 while the
+  requests sent under the old cap drain. After adopting a named RPM limit, the batch waits until
+  its own requests of the last minute fit under it.
 
 The clock and the sleep are injectable, so the tests drive time by hand.
 """
@@ -16,6 +21,7 @@ The clock and the sleep are injectable, so the tests drive time by hand.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +36,13 @@ DECREASE_FACTOR = 0.8
 """An RPM 429 while already at or under the stated limit: the rate drops to 80 %."""
 
 INCREASE_FACTOR = 1.05
-"""Recovery: the rate grows by 5 % (at least 1 RPM) per round of successes."""
+"""Recovery: the rate grows by 5 % (at least 1 RPM) per round of successes ..."""
+
+RECOVER_GAP = 0.5
+"""... or by half of the way back to the ceiling, whichever is more."""
+
+RPM_WINDOW = 60.0
+"""StepFun's RPM window (seconds): after an RPM adjustment, 429s within it do not cut again."""
 
 CONCURRENCY_PAUSE = 1.0
 """Seconds every request waits after a concurrency 429 that carried no ``Retry-After``."""
@@ -97,6 +109,9 @@ class AdaptiveLimiter:
         self._paused_until = -math.inf
         self._epoch = 0  # bumped by each slow-down; reservations made before it are redone
         self._last_decrease = -math.inf
+        self._rpm_grace_until = -math.inf  # RPM 429s for requests sent before this do not cut again
+        self._draining = False  # requests sent under a higher concurrency cap are still in flight
+        self._recent: collections.deque[float] = collections.deque()  # send times, last RPM_WINDOW
         self._known_rpm_limit: int | None = None
         self._known_concurrency_limit: int | None = None
         self._successes = 0
@@ -142,7 +157,9 @@ class AdaptiveLimiter:
                 if at > now:
                     await self._sleep(at - now)
                 if epoch == self._epoch:
-                    return self._clock()
+                    sent = self._clock()
+                    self._remember(sent)
+                    return sent
                 # a 429 slowed everything down while we slept: book again under the new limits
         except BaseException:
             self._in_flight -= 1
@@ -152,7 +169,32 @@ class AdaptiveLimiter:
     def release(self) -> None:
         """The request finished (whatever its outcome); its concurrency slot is free."""
         self._in_flight -= 1
+        if self._in_flight <= self.concurrency:
+            self._draining = False
         self._wake_one()
+
+    def _remember(self, sent: float) -> None:
+        recent = self._recent
+        recent.append(sent)
+        while recent and recent[0] <= sent - RPM_WINDOW:
+            recent.popleft()
+
+    def _forget(self, sent_at: float | None) -> None:
+        """A refused request does not count in StepFun's window."""
+        if sent_at is None:
+            return
+        try:
+            self._recent.remove(sent_at)
+        except ValueError:
+            pass
+
+    def _window_frees_for(self, limit: int) -> float:
+        """When fewer than ``limit`` of our requests remain in the last minute."""
+        now = self._clock()
+        recent = [t for t in self._recent if t > now - RPM_WINDOW]
+        if len(recent) < limit:
+            return now
+        return recent[-limit] + RPM_WINDOW * (1 + RPM_MARGIN)
 
     def _wake_one(self) -> None:
         # The woken waiter re-checks the cap itself; if someone took the slot first, it waits again.
@@ -176,7 +218,8 @@ class AdaptiveLimiter:
             self._wake_one()
         rpm_ceiling = self._rpm_ceiling()
         if self.rpm is not None and rpm_ceiling is not None and self.rpm < rpm_ceiling:
-            self.rpm = min(float(rpm_ceiling), max(self.rpm * INCREASE_FACTOR, self.rpm + 1))
+            step = max(self.rpm * (INCREASE_FACTOR - 1), (rpm_ceiling - self.rpm) * RECOVER_GAP, 1.0)
+            self.rpm = min(float(rpm_ceiling), self.rpm + step)
 
     def on_rate_limited(
         self,
@@ -190,30 +233,40 @@ class AdaptiveLimiter:
         tells a 429 caused by the old limits (already handled) from a new one."""
         self.rate_limited += 1
         self._successes = 0
+        self._forget(sent_at)
         now = self._clock()
         stale = sent_at is not None and sent_at < self._last_decrease
         if kind == "concurrency" or (kind is None and self.rpm is None):
             if limit is not None:
                 self._known_concurrency_limit = min(limit, self._known_concurrency_limit or limit)
-            if not stale:
+            named_lower = limit is not None and limit < self.concurrency
+            # While the requests sent under the old cap drain, a 429 is theirs, not a new cause.
+            if not stale and (named_lower or not self._draining):
                 target = self.concurrency - 1
-                if limit is not None and limit < self.concurrency:
+                if named_lower and limit is not None:
                     target = limit
                 self.concurrency = max(1, target)
                 self._last_decrease = now
+                self._draining = self._in_flight > self.concurrency
             pause = retry_after if retry_after is not None else CONCURRENCY_PAUSE
         else:
             if limit is not None:
                 self._known_rpm_limit = min(limit, self._known_rpm_limit or limit)
-            if not stale:
+            named_lower = limit is not None and (self.rpm is None or limit < self.rpm)
+            in_grace = (now if sent_at is None else sent_at) < self._rpm_grace_until
+            if not stale and (named_lower or not in_grace):
                 if self.rpm is None:  # unpaced until now: the stated limit is the best guess
                     new_rpm = float(limit or 60)
-                elif limit is not None and limit < self.rpm:
+                elif named_lower and limit is not None:
                     new_rpm = float(limit)
-                else:  # at or under the stated limit and still refused: the account is shared
+                else:  # at or under the stated limit and refused a window later: the account is shared
                     new_rpm = self.rpm * DECREASE_FACTOR
                 self.rpm = max(1.0, new_rpm)
                 self._last_decrease = now
+                self._rpm_grace_until = now + RPM_WINDOW
+                if named_lower and limit is not None:
+                    # StepFun's window still holds what we sent at the old pace: wait until it fits.
+                    self._paused_until = max(self._paused_until, self._window_frees_for(limit))
             pause = retry_after if retry_after is not None else self.interval
         if not stale or retry_after is not None:
             self._paused_until = max(self._paused_until, now + pause)

@@ -131,12 +131,13 @@ async def test_a_concurrency_429_lowers_the_cap_to_the_stated_limit_and_pauses()
 
 
 async def test_limits_recover_gradually_but_never_above_what_stepfun_stated() -> None:
-    lim, _ = limiter(concurrency=5, rpm=100)
+    lim, clock = limiter(concurrency=5, rpm=100)
     sent_at = await lim.acquire()
     lim.release()
     lim.on_rate_limited(kind="rpm", limit=50, sent_at=sent_at)
     assert lim.rpm == 50
-    lim.on_rate_limited(kind="rpm", limit=50, sent_at=None)  # refused again at 50: shared account
+    clock.now += 61  # a window later ...
+    lim.on_rate_limited(kind="rpm", limit=50, sent_at=None)  # ... refused again at 50: shared account
     assert lim.rpm == pytest.approx(40)
     history = []
     for _ in range(200):
@@ -154,3 +155,54 @@ async def test_the_concurrency_cap_grows_back_after_a_drop() -> None:
     for _ in range(50):
         lim.on_success()
     assert lim.concurrency == 4
+
+
+async def test_after_adopting_the_named_limit_the_429s_of_a_full_window_do_not_cut_again() -> None:
+    lim, clock = limiter(concurrency=10, rpm=300)  # we claim 300/min; the account allows 60
+    sent = []
+    for _ in range(60):
+        sent.append(await lim.acquire())
+        lim.release()
+    refused = await lim.acquire()  # the 61st inside the minute: StepFun's window is full
+    lim.release()
+    lim.on_rate_limited(kind="rpm", limit=60, sent_at=refused)
+    assert lim.rpm == 60
+    # The window holds our first 60 until a minute after the first: nothing is sent before that.
+    resumed = await lim.acquire()
+    lim.release()
+    assert resumed >= sent[0] + 60
+    # 429s that still come (in-flight requests, a clock skew) within that window say nothing new.
+    for _ in range(5):
+        clock.now += 1
+        lim.on_rate_limited(kind="rpm", limit=60, sent_at=clock.now - 0.5)
+    assert lim.rpm == 60
+    assert max_in_any_minute([*sent, resumed]) <= 60
+
+
+async def test_concurrency_429s_of_requests_sent_under_the_old_cap_do_not_cut_again() -> None:
+    lim, _ = limiter(concurrency=20, rpm=None)
+    sent = [await lim.acquire() for _ in range(20)]
+    lim.release()
+    lim.on_rate_limited(kind="concurrency", limit=5, sent_at=sent[0])
+    assert lim.concurrency == 5
+    for at in sent[1:10]:  # the old requests, refused one after the other as they arrive
+        lim.release()
+        lim.on_rate_limited(kind="concurrency", limit=5, sent_at=at)
+    assert lim.concurrency == 5
+    for _ in range(10):
+        lim.release()
+    newer = await lim.acquire()
+    lim.release()
+    lim.on_rate_limited(kind="concurrency", limit=5, sent_at=newer)
+    assert lim.concurrency == 4  # refused under the new cap: a new cause, one more step
+
+
+async def test_recovery_after_a_cut_reaches_the_named_limit_within_a_few_rounds() -> None:
+    lim, clock = limiter(concurrency=5, rpm=None)
+    lim.on_rate_limited(kind="rpm", limit=60, sent_at=None)
+    clock.now += 61
+    lim.on_rate_limited(kind="rpm", limit=60, sent_at=None)  # a window later, still refused
+    assert lim.rpm == pytest.approx(48)
+    for _ in range(3 * 5):  # three rounds of five successes
+        lim.on_success()
+    assert lim.rpm >= 58
