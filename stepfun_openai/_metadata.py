@@ -68,7 +68,7 @@ class ImageMetadata:
     ``params`` holds every field (``model``, ``prompt``, ``seed`` (the one the server used),
     ``steps``, ``cfg_scale``, ``size``, ``endpoint``, ``created``, ``trace_id``, ...). Inline image
     payloads are never stored: a source image appears as ``"<inline image, N base64 chars>"``
-    (a URL source is kept as is).
+    (a URL source is kept, with signed query values such as ``X-Tos-Signature`` as ``REDACTED``).
     """
 
     params: dict[str, Any] = field(default_factory=dict)

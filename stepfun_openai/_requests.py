@@ -235,16 +235,19 @@ def has_inline_images(body: Mapping[str, Any]) -> bool:
     return bool(_inline_images(body))
 
 
-def _form_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _form_value(value: Any) -> Any:
+    """A form field. Numbers and booleans stay typed: the SDK writes them exactly as StepFun
+    expects (``5``, ``1.5``, ``true``/``false``), and provenance then records them typed."""
+    if isinstance(value, (str, int, float)):
+        return value
     return str(value)
 
 
 def prepare_edit(
     typed: Mapping[str, Any], extra_body: object, settings: ClientSettings
-) -> tuple[dict[str, str], list[tuple[str, tuple[str, bytes, str]]]]:
-    """The multipart form fields and the file for ``edits``; form fields go as strings."""
+) -> tuple[dict[str, Any], list[tuple[str, tuple[str, bytes, str]]]]:
+    """The multipart form fields and the file for ``edits``; form fields go as strings (numbers
+    and booleans are written by the SDK: ``5``, ``1.5``, ``true``)."""
     body = given(typed)
     image = image_bytes(body.pop("image"), param="image")
     fit = _fitter("edits", body.get("model"), settings)
@@ -300,6 +303,8 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
         raise malformed("no images in 'data'", response)
     if not isinstance(result.data, list):
         raise malformed(f"'data' is a {type(result.data).__name__}, not a list", response)
+    if result.created is not None and (isinstance(result.created, bool) or not isinstance(result.created, int)):
+        raise malformed(f"'created' is not an integer timestamp: {result.created!r:.40}", response)
     trace_id = response.headers.get("x-trace-id")
     result._trace_id = trace_id
     request_info = _provenance(sent, response)
@@ -313,6 +318,8 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
                 raise malformed(f"data[{index}].{name} is not a string", response)
         if image.seed is not None and (isinstance(image.seed, bool) or not isinstance(image.seed, int)):
             raise malformed(f"data[{index}].seed is not an integer", response)
+        if not isinstance(image.finish_reason, (str, type(None))):
+            raise malformed(f"data[{index}].finish_reason is not a string", response)
         if image.b64_json is None and image.image is not None:
             image.b64_json = image.image
         if image.b64_json is not None:
@@ -346,7 +353,9 @@ def _describe_image(value: object) -> object:
     if isinstance(value, InlineImage):
         return f"<inline image, {len(value)} base64 chars>"
     if isinstance(value, str) and value[:8].lower().startswith(("http://", "https://")):
-        return value
+        from ._download import redact_url
+
+        return redact_url(value)  # a presigned source URL's signature is not stored
     if isinstance(value, str):
         return f"<inline image, {len(value)} base64 chars>"
     return "<image>"

@@ -132,6 +132,10 @@ BROKEN = [
     (200, b'{"data": [{"url": ["https://x"]}]}', "application/json", "data[0].url is not a string"),
     (200, b'{"data": [{"b64_json": "!!not base64!!"}]}', "application/json", "not valid base64"),
     (200, b'{"data": [{"url": "https://x", "seed": "seven"}]}', "application/json", "seed is not an integer"),
+    (200, b'{"created": "yesterday", "data": [{"url": "https://x"}]}', "application/json", "'created' is not"),
+    (200, b'{"created": 1.5, "data": [{"url": "https://x"}]}', "application/json", "'created' is not"),
+    (200, b'{"data": [{"url": "https://x", "finish_reason": 3}]}', "application/json", "finish_reason is not a string"),
+    (200, b'{"data": [{"url": "https://x", "finish_reason": ["x"]}]}', "application/json", "finish_reason is not"),
     (200, b'{"error": {"message": "internal error", "type": "server_error"}}', "application/json", "envelope"),
 ]
 
@@ -198,8 +202,10 @@ def test_any_200_body_is_either_a_usable_response_or_malformed(body: bytes, cont
         return
     assert isinstance(result, StepFunImagesResponse)
     assert result.data
+    assert result.created is None or (isinstance(result.created, int) and not isinstance(result.created, bool))
     for image in result.data:
         assert image.seed is None or isinstance(image.seed, int)
+        assert image.finish_reason is None or isinstance(image.finish_reason, str)
         if image.b64_json is not None:
             base64.b64decode(image.b64_json, validate=True)
         else:

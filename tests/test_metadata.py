@@ -6,13 +6,14 @@ import struct
 import zlib
 from pathlib import Path
 
+import httpx2
 import pytest
 from PIL import Image
 
-from stepfun_openai import ImageMetadata, StepFun, StyleReference, read_metadata, regenerate_kwargs
+from stepfun_openai import ImageMetadata, StepFun, StyleReference, _validation, read_metadata, regenerate_kwargs
 from stepfun_openai._metadata import METADATA_KEYWORD, embed_png_metadata, png_text_chunks
 
-from ._mock import tiny_png
+from ._mock import Recorder, tiny_png
 
 
 def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
@@ -145,3 +146,59 @@ def test_an_image_without_our_metadata_reads_as_none(tmp_path: Path) -> None:
     jpeg = tmp_path / "plain.jpg"
     Image.new("RGB", (4, 4)).save(jpeg)
     assert read_metadata(jpeg) is None
+
+
+def test_edit_metadata_stores_numbers_and_booleans_typed(stepfun_client: StepFun, tmp_path: Path) -> None:
+    source = tmp_path / "source.png"
+    source.write_bytes(tiny_png(64, 64))
+    image = stepfun_client.images.edit(
+        model="step-image-edit-2", prompt="add a moon", image=source, steps=5, cfg_scale=1.5, text_mode=False
+    ).images[0]
+    path = image.save(tmp_path / "edited.png")
+    meta = read_metadata(path)
+    assert meta is not None
+    assert meta["steps"] == 5 and type(meta["steps"]) is int
+    assert meta["text_mode"] is False and meta["cfg_scale"] == 1.5
+    stored = png_text_chunks(path.read_bytes())[METADATA_KEYWORD]
+    assert '"steps":5' in stored and '"text_mode":false' in stored and '"5"' not in stored
+
+
+PRESIGNED = (
+    "https://bucket.tos.example/src.png?X-Tos-Algorithm=TOS4-HMAC-SHA256"
+    "&X-Tos-Credential=AKLTsecretcredential%2F20260101%2Fcn%2Ftos%2Frequest"
+    "&X-Tos-Date=20260101T000000Z&X-Tos-Expires=3600&X-Tos-SignedHeaders=host"
+    "&X-Tos-Signature=0123456789abcdef0123456789abcdef&X-Amz-Security-Token=sessiontoken&size=large"
+)
+
+
+def test_a_presigned_source_url_is_stored_without_its_signature(tmp_path: Path) -> None:
+    recorder = Recorder()
+    client = StepFun(
+        api_key="k", base_url="http://stepfun.test/v1", http_client=httpx2.Client(transport=recorder.transport)
+    )
+    image = client.images.image2image(
+        model="step-2x-large", prompt="watercolour", source_url=PRESIGNED, source_weight=0.5
+    )
+    assert recorder.last_json()["source_url"] == PRESIGNED, "the request itself carries the real URL"
+    stored = png_text_chunks(image.images[0].save(tmp_path / "out.png").read_bytes())[METADATA_KEYWORD]
+    for secret in ("secretcredential", "0123456789abcdef", "sessiontoken"):
+        assert secret not in stored
+        assert secret not in str(image.images[0].metadata.params)
+    source = read_metadata(tmp_path / "out.png")["source_url"]  # type: ignore[index]
+    assert source.startswith("https://bucket.tos.example/src.png?X-Tos-Algorithm=TOS4-HMAC-SHA256")
+    assert "X-Tos-Signature=REDACTED" in source and "X-Tos-Credential=REDACTED" in source
+    assert "X-Tos-Expires=3600" in source and source.endswith("&size=large")
+
+
+def test_a_presigned_style_reference_url_is_stored_without_its_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_validation, "_warned_models", set())  # the once-per-process warning stays for others
+    recorder = Recorder()
+    client = StepFun(
+        api_key="k", base_url="http://stepfun.test/v1", http_client=httpx2.Client(transport=recorder.transport)
+    )
+    with pytest.warns(DeprecationWarning, match="step-1x-medium"):
+        response = client.images.generate(
+            model="step-1x-medium", prompt="a boat", style_reference=StyleReference(image=PRESIGNED, weight=1.0)
+        )
+    style = response.images[0].metadata["style_reference"]
+    assert "REDACTED" in style["source_url"] and "0123456789abcdef" not in style["source_url"]
