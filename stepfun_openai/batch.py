@@ -90,11 +90,15 @@ _CATALOG_ENDPOINT: dict[JobEndpoint, catalog.Endpoint] = {
     "image2image": "image2image",
     "edit": "edits",
 }
-_IMAGE_PARAMS = frozenset({"source_url", "source_image", "image", "style_reference"})
+_IMAGE_KEYS = frozenset({"source_url", "source_image", "image", "style_reference"})
+"""Keys whose values are images, at any depth of a job's parameters (``extra_body`` too)."""
 _NOT_JOB_PARAMS = frozenset({"extra_headers", "extra_query", "timeout", "response_format"})
 _FATAL_STATUS = frozenset({401, 402, 403, 404})
 """The key, the balance, the permission or the base URL is wrong: every other job would fail too."""
 _MAX_RATE_LIMITED_ATTEMPTS = 30
+_UNREACHABLE_AFTER = 5
+"""Connection errors in a row, before any answer from the server, that stop the batch (at least
+this many, or the concurrency up to 20)."""
 METADATA_KEY = "stepfun-openai"
 """The PNG ``iTXt`` keyword under which each saved image carries its provenance (JSON)."""
 
@@ -114,6 +118,9 @@ class Job:
     endpoint: JobEndpoint
     params: Mapping[str, Any]
     id: str | None = None
+    error: str | None = None
+    """Why the job cannot run (e.g. a line of a jobs file that is not a job): it is recorded as
+    ``invalid`` with this message, and the other jobs run."""
 
     @classmethod
     def generate(cls, prompt: str, *, id: str | None = None, **params: Any) -> Job:
@@ -168,7 +175,9 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
     """Jobs from a file: JSONL (one job object a line) or plain text (one prompt a line).
 
     Blank lines and lines starting with ``#`` in a text file are skipped. Relative image paths in
-    a JSONL job are resolved against the file's directory (when the file exists there).
+    a JSONL job are resolved against the file's directory (when the file exists there). A JSONL
+    line that is not a valid job becomes a job with an ``error`` naming ``file:line``: the batch
+    records it as ``invalid`` and runs the others.
     """
     source = Path(path)
     text = source.read_text(encoding="utf-8")
@@ -184,13 +193,22 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}:{number}: not a JSON object ({exc.msg})") from None
+            jobs.append(_invalid_line(source, number, line, f"not a JSON object ({exc.msg})"))
+            continue
         try:
             job = Job.from_dict(data)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}:{number}: {exc}") from None
+            jobs.append(_invalid_line(source, number, line, str(exc)))
+            continue
         jobs.append(_resolve_paths(job, source.parent))
     return jobs
+
+
+def _invalid_line(source: Path, number: int, line: str, reason: str) -> Job:
+    """A line that is not a job: an ``invalid`` job whose id is stable for the same line."""
+    digest = hashlib.sha256(f"{number}:{line}".encode()).hexdigest()[:12]
+    excerpt = line if len(line) <= 200 else line[:200] + "..."
+    return Job("generate", {"line": excerpt}, f"line{number}-{digest}", error=f"{source}:{number}: {reason}")
 
 
 def _resolve_paths(job: Job, base: Path) -> Job:
@@ -210,12 +228,19 @@ def _looks_like_path(value: str) -> bool:
     return not value.startswith(("http://", "https://", "data:")) and len(value) < 1024
 
 
-def _canonical(value: Any) -> Any:
-    """A JSON-able stand-in for ``value`` that changes when the content does (images hashed)."""
+def _canonical(value: Any, key: str | None = None) -> Any:
+    """A JSON-able stand-in for ``value`` that changes when the content does (images hashed,
+    including the bytes of an image given as a file path)."""
+    if key in _IMAGE_KEYS and isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if isinstance(text, str) and _looks_like_path(text):
+            digest = _file_digest(text)
+            if digest is not None:
+                return {"path": text, "sha256": digest}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): _canonical(v, str(k)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -224,7 +249,7 @@ def _canonical(value: Any) -> Any:
         return os.fspath(value)
     image = getattr(value, "image", None)
     if image is not None and hasattr(value, "weight"):  # StyleReference
-        return {"image": _canonical(image), "weight": value.weight}
+        return {"image": _canonical(image, "image"), "weight": value.weight}
     if hasattr(value, "tobytes") and hasattr(value, "size"):  # a PIL image
         return {"pil": hashlib.sha256(value.tobytes()).hexdigest(), "size": list(value.size)}
     if hasattr(value, "read") and hasattr(value, "seek"):
@@ -233,6 +258,25 @@ def _canonical(value: Any) -> Any:
         value.seek(position)
         return {"sha256": hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).hexdigest()}
     return {"repr": repr(value)}
+
+
+_HASH_FILES_UP_TO = 64 * 1024 * 1024
+"""Image files up to this size are hashed into the job id (StepFun takes at most 10 MB anyway)."""
+
+
+def _file_digest(path: str) -> str | None:
+    """The sha256 of the file at ``path`` (``None`` if there is none), so that editing a source
+    image in place gives its job a new id."""
+    try:
+        target = Path(path)
+        if not target.is_file():
+            return None
+        size = target.stat().st_size
+        if size > _HASH_FILES_UP_TO:
+            return f"size {size}, mtime {target.stat().st_mtime_ns}"
+        return hashlib.sha256(target.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return None
 
 
 def content_id(endpoint: str, params: Mapping[str, Any]) -> str:
@@ -253,26 +297,51 @@ def _file_stem(job_id: str) -> str:
 
 
 def _describe(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters for the manifest: image payloads become a short description, never base64."""
-    described: dict[str, Any] = {}
-    for key, value in params.items():
-        described[key] = _describe_image(value) if key in _IMAGE_PARAMS else _canonical(value)
-    return described
+    """Parameters for the manifest: image payloads become a short description, never base64,
+    wherever they are (top level, ``extra_body``, a ``style_reference``)."""
+    return {str(k): _describe_value(v, str(k)) for k, v in params.items()}
+
+
+def _describe_value(value: Any, key: str | None) -> Any:
+    if key in _IMAGE_KEYS:
+        return _describe_image(value)
+    if isinstance(value, Mapping):
+        return {str(k): _describe_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe_value(v, None) for v in value]
+    if isinstance(value, str) and len(value) > _LONG_STRING:
+        return _digest_of(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _describe_image(value)
+    image = getattr(value, "image", None)
+    if image is not None and hasattr(value, "weight"):  # StyleReference
+        return {"image": _describe_image(image), "weight": value.weight}
+    return _canonical(value)
+
+
+_LONG_STRING = 1024
+"""A string longer than this in a job's parameters is described by a digest in the manifest."""
+
+
+def _digest_of(text: str) -> str:
+    return f"<inline image, {len(text)} chars, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"
 
 
 def _describe_image(value: Any) -> Any:
     if isinstance(value, str):
         if value.startswith(("http://", "https://")):
             return value if len(value) < 2048 else value[:2048]
-        if value.startswith("data:") or len(value) > 1024:
-            return f"<inline image, {len(value)} chars>"
+        if value.startswith("data:") or len(value) > _LONG_STRING:
+            return _digest_of(value)
         return value  # a path
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{len(value)} bytes, sha256 {hashlib.sha256(bytes(value)).hexdigest()[:16]}>"
-    if isinstance(value, Mapping):
-        return {k: (_describe_image(v) if k in ("image", "source_url") else _canonical(v)) for k, v in value.items()}
+    if isinstance(value, Mapping):  # a style_reference as a dict
+        return {str(k): _describe_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe_image(v) for v in value]
     image = getattr(value, "image", None)
     if image is not None and hasattr(value, "weight"):
         return {"image": _describe_image(image), "weight": value.weight}
@@ -302,7 +371,22 @@ def _allowed_params(endpoint: JobEndpoint) -> set[str]:
     return names - _NOT_JOB_PARAMS
 
 
+_IGNORED_PARAMS = frozenset({"response_format"})
+"""Accepted in a job or in ``defaults`` and ignored: a batch always asks for ``b64_json``."""
+
+
+def _check_defaults(defaults: Mapping[str, Any]) -> None:
+    """``defaults`` may hold only parameters that some endpoint takes: a typo is an error."""
+    allowed = set().union(*(_allowed_params(endpoint) for endpoint in DEFAULT_MODELS)) | _IGNORED_PARAMS
+    unknown = sorted(str(key) for key in defaults if key not in allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) in defaults: {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
 def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[str, Any]) -> list[_Work]:
+    _check_defaults(defaults)
     works: list[_Work] = []
     seen: Counter[str] = Counter()
     explicit: dict[str, int] = {}
@@ -315,7 +399,13 @@ def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[s
             raw = {str(k): v for k, v in item.items()} if isinstance(item, Mapping) else {"job": repr(item)[:200]}
             works.append(_Work(index, job_id, "generate", raw, invalid=str(exc)))
             continue
+        if job.error is not None:
+            job_id = job.id or "invalid-" + hashlib.sha256(repr(job.params).encode()).hexdigest()[:12]
+            works.append(_Work(index, job_id, job.endpoint, dict(job.params), invalid=job.error))
+            continue
         params = {**{k: v for k, v in defaults.items() if k in allowed[job.endpoint]}, **job.params}
+        for name in _IGNORED_PARAMS:
+            params.pop(name, None)
         params.setdefault("model", DEFAULT_MODELS[job.endpoint])
         unknown = sorted(set(params) - allowed[job.endpoint])
         if job.id is not None:
@@ -391,13 +481,24 @@ class BatchResult:
             + f"; {self.generated} generated in {format_duration(self.elapsed)}"
             + f" ({self.images_per_minute:.1f} images/minute, {self.rate_limited} 429s seen)"
         ]
-        if self.failures:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in self.failures.most_common())
-            lines.append(f"not done: {reasons}")
+        not_started = self.not_started
+        if self.failures or not_started:
+            reasons = [f"{count} {reason}" for reason, count in self.failures.most_common()]
+            if not_started:
+                reasons.append(f"{not_started} not started")
+            lines.append(f"not done: {', '.join(reasons)}")
         lines.append(f"images in {self.out}/, manifest {self.manifest}")
         if self.stopped:
-            lines.append(f"stopped early: {self.stopped}")
+            lines.append(
+                f"stopped early: {self.stopped}; {self.pending} job(s) pending: "
+                "run the same batch again (same manifest) to resume"
+            )
         return "\n".join(lines)
+
+    @property
+    def not_started(self) -> int:
+        """Jobs with no outcome at all in this run or an earlier one (after an early stop or Ctrl-C)."""
+        return self.pending - self.failed
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -475,6 +576,10 @@ class _Runner:
         self.result = result
         self.progress = progress
         self.stop: str | None = None
+        self.reached = False
+        """Some request got an answer from the server (so connection errors are not its absence)."""
+        self.connection_failures = 0
+        self.unreachable_after = max(_UNREACHABLE_AFTER, min(limiter.max_concurrency, 20))
 
     # -- bookkeeping --
 
@@ -538,8 +643,10 @@ class _Runner:
                     response = await self._attempt(work, params)
         except _StopRequested:
             return  # not recorded: it runs when the batch is resumed
-        except StepFunValidationError as exc:
-            await self._finish(work, self._record(work, "invalid", started, error=_error_of(exc)), "invalid")
+        except (StepFunValidationError, openai.BadRequestError) as exc:
+            # A 400 from StepFun is as final as a local validation error: not sent again on resume.
+            event = self._record(work, "invalid", started, error=_error_of(exc), trace_id=get_trace_id(exc))
+            await self._finish(work, event, "invalid")
         except ContentBlockedError as exc:
             event = self._record(work, "blocked", started, error=_error_of(exc), trace_id=get_trace_id(exc))
             await self._finish(work, event, "blocked (451)")
@@ -564,6 +671,10 @@ class _Runner:
             response = await self._call(work.endpoint, params)
         except Exception as exc:
             self.limiter.release()
+            if isinstance(exc, openai.APIConnectionError):
+                self._on_connection_error(exc)
+            else:
+                self.reached = True  # the server answered: it is reachable
             if _paced_by_limiter(exc):
                 kind = exc.kind if isinstance(exc, StepFunRateLimitError) else None
                 limit = exc.limit if isinstance(exc, StepFunRateLimitError) else None
@@ -578,7 +689,23 @@ class _Runner:
             raise
         self.limiter.release()
         self.limiter.on_success()
+        self.reached = True
         return response
+
+    def _on_connection_error(self, exc: BaseException) -> None:
+        """Stop the batch when the first attempts all fail to connect: the host is unreachable
+        (a wrong base URL, no network), and every job would spend its retries on it."""
+        if self.reached:
+            return
+        self.connection_failures += 1
+        if self.connection_failures >= self.unreachable_after and self.stop is None:
+            base_url = getattr(self.client, "base_url", "the API")
+            self.stop = (
+                f"cannot reach {base_url}: the first {self.connection_failures} attempts all failed "
+                f"({type(exc).__name__}: {exc}); check the base URL and the network"
+            )
+        if self.stop is not None:
+            raise _StopRequested from exc
 
     def _check(self, endpoint: JobEndpoint, params: Mapping[str, Any]) -> None:
         """Validate (and encode) the request before it takes a rate-limit slot."""
@@ -693,6 +820,7 @@ async def arun(
       progress: show a progress bar (tqdm if installed, else a line on stderr every few seconds).
     """
     started = time.monotonic()
+    _check_defaults(defaults or {})
     limits = resolve_limits(concurrency=concurrency, rpm=rpm, tier=tier)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
