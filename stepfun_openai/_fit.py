@@ -93,8 +93,19 @@ def fit_image(data: bytes, limits: catalog.ImageLimits, *, param: str) -> bytes:
         image = image.resize((max(1, int(w * 0.8)), max(1, int(h * 0.8))), image_module.Resampling.LANCZOS)
         changes.append(f"scaled to {image.size[0]}x{image.size[1]} to get under {limits.max_bytes} bytes")
         encoded = _encode(image, out_format, quality=quality)
+    if len(data) > limits.max_bytes:
+        changes.append(
+            f"re-encoded {out_format}: {len(data):,} -> {len(encoded):,} bytes "
+            f"(the limit is {limits.max_bytes:,} bytes, {_megabytes(limits.max_bytes)})"
+        )
+    elif not changes:  # pragma: no cover - fits() said no, so something above changed
+        changes.append(f"re-encoded {out_format}: {len(data):,} -> {len(encoded):,} bytes")
     warnings.warn(f"fit=True changed {param}: {'; '.join(changes)}", ImageFitWarning, stacklevel=5)
     return encoded
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / (1024 * 1024):g} MB"
 
 
 def _target_format(image: Any, limits: catalog.ImageLimits) -> str:

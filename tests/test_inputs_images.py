@@ -311,3 +311,61 @@ def test_fit_without_pillow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(ImportError, match=r"stepfun-openai\[pil\]"):
         image2image(client(Recorder()), webp, fit=True)
+
+
+# --- the 10 MB limit on source images ----------------------------------------------------------
+
+TEN_MB = 10 * 1024 * 1024
+
+
+def big_png(extra: int = TEN_MB) -> bytes:
+    """A valid 64x64 PNG header and body followed by ``extra`` bytes: over 10 MB, small in pixels."""
+    return pil_bytes("PNG", (64, 64)) + b"\x00" * extra
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda data: data, id="bytes"),
+        pytest.param(lambda data: base64.b64encode(data).decode(), id="bare base64"),
+        pytest.param(lambda data: "data:image/png;base64," + base64.b64encode(data).decode(), id="data URL"),
+    ],
+)
+def test_a_source_over_10_mb_is_refused_before_sending(make: Any) -> None:
+    recorder = Recorder()
+    with pytest.raises(StepFunValidationError) as caught:
+        image2image(client(recorder), make(big_png()))
+    assert caught.value.param == "source_url"
+    assert "at most 10485760 bytes (10 MB)" in str(caught.value) and "fit=True" in str(caught.value)
+    assert recorder.requests == [], "nothing was sent"
+
+
+def test_an_edit_image_over_10_mb_is_refused_before_sending() -> None:
+    recorder = Recorder()
+    with pytest.raises(StepFunValidationError) as caught:
+        client(recorder).images.edit(model="step-image-edit-2", prompt="x", image=big_png())
+    assert caught.value.param == "image" and "at most 10485760 bytes" in str(caught.value)
+    assert recorder.requests == []
+
+
+def test_a_source_of_exactly_10_mb_is_sent() -> None:
+    recorder = Recorder()
+    head = pil_bytes("PNG", (64, 64))
+    image2image(client(recorder), head + b"\x00" * (TEN_MB - len(head)))
+    assert len(sent_source(recorder)) == TEN_MB
+
+
+def test_fit_describes_a_re_encoding_that_only_shrinks_the_bytes() -> None:
+    """A >10 MB PNG (stored uncompressed) that fits in pixels and format: only re-encoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2000, 2000), (10, 120, 200)).save(buffer, format="PNG", compress_level=0)
+    original = buffer.getvalue()
+    assert len(original) > TEN_MB
+    recorder = Recorder()
+    with pytest.warns(ImageFitWarning) as caught:
+        image2image(client(recorder), original, fit=True)
+    message = str(caught[0].message)
+    sent = sent_source(recorder)
+    assert f"re-encoded png: {len(original):,} -> {len(sent):,} bytes" in message, message
+    assert "10 MB" in message and not message.endswith(": ")
+    assert Image.open(io.BytesIO(sent)).size == (2000, 2000)
