@@ -37,6 +37,29 @@ def _settings(client: Any, fit: bool | None = None) -> ClientSettings:
     return settings if fit is None else dataclasses.replace(settings, fit=fit)
 
 
+def _refuse_image2image_on_step_plan(client: Any, model: object, settings: ClientSettings) -> None:
+    """The step_plan base URL serves generations and edits but no image2image (the contract):
+    refuse locally instead of letting the server answer 404."""
+    if not settings.validate:
+        return
+    base_url = getattr(client, "base_url", None)
+    path = base_url.path if isinstance(base_url, httpx2.URL) else str(base_url or "")
+    if "/step_plan/" not in path.rstrip("/") + "/":
+        return
+    from ._exceptions import StepFunValidationError
+    from .catalog import DEFAULT_BASE_URL
+
+    raise StepFunValidationError(
+        "model",
+        model,
+        f"the step_plan base URL ({base_url}) has no image2image endpoint",
+        model=model if isinstance(model, str) else None,
+        endpoint="image2image",
+        hint=f"use DEFAULT_BASE_URL ({DEFAULT_BASE_URL}) for image2image, e.g. "
+        "client.with_options(base_url=stepfun_openai.DEFAULT_BASE_URL).images.image2image(...)",
+    )
+
+
 def _json_content(body: dict[str, Any]) -> JSONContent | None:
     """A body with inline images goes as raw content written around their base64 bytes (no
     ``json.dumps`` copies of megabytes of base64); other bodies go the SDK's way."""
@@ -197,6 +220,8 @@ class Images(_Images):
           steps: 1..100, default 50. cfg_scale: 1..10 (default 6, or 7.5 for step-1x-medium).
           fit: convert/scale a source the model would reject (needs Pillow); see ``generate``.
         """
+        settings = _settings(self._client, fit)
+        _refuse_image2image_on_step_plan(self._client, model, settings)
         body = prepare_json(
             "image2image",
             {
@@ -212,7 +237,7 @@ class Images(_Images):
                 "cfg_scale": cfg_scale,
             },
             extra_body,
-            _settings(self._client, fit),
+            settings,
         )
         return self._post(
             "/images/image2image",
@@ -363,6 +388,8 @@ class AsyncImages(_AsyncImages):
         timeout: float | httpx2.Timeout | NotGiven | None = not_given,
     ) -> StepFunImagesResponse:
         """Image to image; see :meth:`Images.image2image`."""
+        settings = _settings(self._client, fit)
+        _refuse_image2image_on_step_plan(self._client, model, settings)
         body = prepare_json(
             "image2image",
             {
@@ -378,7 +405,7 @@ class AsyncImages(_AsyncImages):
                 "cfg_scale": cfg_scale,
             },
             extra_body,
-            _settings(self._client, fit),
+            settings,
         )
         return await self._post(
             "/images/image2image",

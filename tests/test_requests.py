@@ -522,3 +522,74 @@ def test_whole_number_floats_go_out_as_integers() -> None:
     sent = recorder.last_json()
     assert (sent["seed"], sent["steps"], sent["n"]) == (5, 8, 1)
     assert all(type(sent[k]) is int for k in ("seed", "steps", "n"))
+
+
+# --- extra_query and extra_headers reach the wire ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("generate", GEN), ("image2image", I2I), ("edit", EDIT)],
+)
+async def test_extra_query_and_extra_headers_go_out_with_the_request(
+    mode: str, method: str, params: dict[str, Any]
+) -> None:
+    recorder = Recorder()
+    extra = {"extra_query": {"trace": "on", "lang": "中文"}, "extra_headers": {"X-Team": "images", "X-Debug": "1"}}
+    if mode == "sync":
+        getattr(sync_client(recorder).images, method)(**params, **extra)
+    else:
+        await getattr(async_client(recorder).images, method)(**params, **extra)
+    sent = recorder.last
+    assert sent.url.params["trace"] == "on" and sent.url.params["lang"] == "中文"
+    assert sent.url.path.startswith("/v1/images/")
+    assert sent.headers["x-team"] == "images" and sent.headers["x-debug"] == "1"
+    assert sent.headers["authorization"] == "Bearer sk-test", "extra headers add to the SDK's, not replace them"
+
+
+# --- the step_plan base URL has no image2image -------------------------------------------------
+
+
+def step_plan_client(recorder: Recorder, **kwargs: Any) -> StepFun:
+    return StepFun(
+        api_key="sk-test",
+        base_url=catalog.STEP_PLAN_BASE_URL,
+        http_client=httpx2.Client(transport=recorder.transport),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_image2image_on_the_step_plan_base_url_is_refused_locally(mode: str) -> None:
+    recorder = Recorder()
+    with pytest.raises(StepFunValidationError) as caught:
+        if mode == "sync":
+            step_plan_client(recorder).images.image2image(**I2I)
+        else:
+            await AsyncStepFun(
+                api_key="sk-test",
+                base_url=catalog.STEP_PLAN_BASE_URL,
+                http_client=httpx2.AsyncClient(transport=recorder.transport),
+            ).images.image2image(**I2I)
+    error = caught.value
+    assert error.param == "model" and error.endpoint == "image2image"
+    assert "step_plan" in str(error) and "no image2image" in str(error)
+    assert "DEFAULT_BASE_URL" in str(error) and catalog.DEFAULT_BASE_URL in str(error)
+    assert recorder.requests == [], "nothing was sent"
+
+
+def test_the_step_plan_base_url_still_serves_generations_and_edits() -> None:
+    recorder = Recorder()
+    client = step_plan_client(recorder)
+    client.images.generate(**GEN)
+    client.images.edit(**EDIT)
+    assert [r.url.path for r in recorder.requests] == ["/step_plan/v1/images/generations", "/step_plan/v1/images/edits"]
+    client.with_options(base_url=catalog.DEFAULT_BASE_URL).images.image2image(**I2I)
+    assert recorder.last.url.path == "/v1/images/image2image"
+
+
+def test_validate_false_sends_image2image_to_the_step_plan_base_url_anyway() -> None:
+    recorder = Recorder()
+    step_plan_client(recorder, validate=False).images.image2image(**I2I)
+    assert recorder.last.url.path == "/step_plan/v1/images/image2image"
