@@ -32,6 +32,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EMULATOR_CONCURRENCY = 5
+"""``batch --emulator`` without limits: 5 in flight, no RPM cap."""
 
 _ENDPOINT_OF = {"generate": "generations", "image2image": "image2image", "edit": "edits"}
 _DEFAULT_MODEL = {"generate": "step-image-edit-2", "image2image": "step-2x-large", "edit": "step-image-edit-2"}
@@ -171,7 +173,7 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         help="run against a local in-process emulator instead of StepFun (no key needed, nothing billed)",
     )
     group.add_argument("--base-url", help="API base URL (default: $STEPFUN_BASE_URL, then https://api.stepfun.com/v1)")
-    group.add_argument("--debug", action="store_true", help="show tracebacks")
+    group.add_argument("--debug", action="store_true", help="show tracebacks and the client's retry warnings")
 
 
 # --- the subcommands ----------------------------------------------------------------------------
@@ -215,7 +217,8 @@ def add_image_commands(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, help="the directory for the images")
     parser.add_argument("--manifest", help="the JSONL manifest (default: OUT/manifest.jsonl)")
     limits = parser.add_argument_group(
-        "limits (default: tier V0, 5 concurrent and 10 requests/minute; explicit values win over --tier)"
+        "limits (default: tier V0, 5 concurrent and 10 requests/minute, or with --emulator 5 concurrent and "
+        "no RPM cap; explicit values win over --tier)"
     )
     limits.add_argument("--concurrency", type=int, help="requests in flight at most")
     limits.add_argument("--rpm", type=int, help="requests per minute at most")
@@ -250,7 +253,8 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         from ._manifest import ManifestLockedError
 
         try:
-            return handler(args)
+            with _quiet_logs(debug=getattr(args, "debug", False)):
+                return handler(args)
         except KeyboardInterrupt as exc:
             message = str(exc) or "interrupted"
             _error(f"{message}", args)
@@ -275,6 +279,20 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             return EXIT_FAILED
 
     return run
+
+
+@contextlib.contextmanager
+def _quiet_logs(*, debug: bool) -> Iterator[None]:
+    """stderr stays one line: the client's "retrying" warnings show only with ``--debug``."""
+    import logging
+
+    logger = logging.getLogger("stepfun_openai")
+    previous = logger.level
+    logger.setLevel(logging.DEBUG if debug else logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _error(message: str, args: argparse.Namespace) -> None:
@@ -371,7 +389,13 @@ def _batch(args: argparse.Namespace) -> int:
 
     jobs = batch.load_jobs(args.jobs)
     defaults = _params(args, "generate")
-    limits = batch.resolve_limits(concurrency=args.concurrency, rpm=args.rpm, tier=args.tier)
+    concurrency = args.concurrency
+    if args.emulator and args.concurrency is None and args.rpm is None and args.tier is None:
+        # The in-process emulator has no limits: tier V0's 10/minute would only slow the demo down.
+        concurrency = EMULATOR_CONCURRENCY
+        limits = batch.Limits(concurrency, None, "--emulator default: the local emulator has no limits")
+    else:
+        limits = batch.resolve_limits(concurrency=args.concurrency, rpm=args.rpm, tier=args.tier)
     manifest = Path(args.manifest) if args.manifest else Path(args.out) / "manifest.jsonl"
     print(f"{len(jobs)} jobs from {args.jobs}; limits: {limits.describe()}", file=sys.stderr)
     with _connection(args) as connection:
@@ -382,7 +406,7 @@ def _batch(args: argparse.Namespace) -> int:
                 out=args.out,
                 manifest=manifest,
                 client=client,
-                concurrency=args.concurrency,
+                concurrency=concurrency,
                 rpm=args.rpm,
                 tier=args.tier,
                 defaults=defaults,

@@ -192,3 +192,111 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(stepfun_emulator_factory: F
     assert "interrupted" in message and "resume with: stepfun-openai batch" in message
     assert "Traceback" not in err.decode()
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+# --- what reaches StepFun, and what the user sees when it fails ---------------------------------
+
+
+@pytest.fixture
+def api(stepfun_emulator_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Emulator]:
+    """An emulator with the CLI's key set for it (pass ``--base-url emu.base_url``)."""
+
+    def start(**options: object) -> Emulator:
+        emu = stepfun_emulator_factory(**options)
+        monkeypatch.setenv("STEPFUN_API_KEY", emu.api_key)
+        return emu
+
+    return start
+
+
+def test_the_generation_flags_reach_the_request(api: Callable[..., Emulator], tmp_path: Path) -> None:
+    emu = api()
+    code = main(["generate", "a sign that says OPEN", "--base-url", emu.base_url, "--out", str(tmp_path / "a.png"),
+                 "--model", "step-image-edit-2", "--steps", "12", "--cfg-scale", "3.5", "--negative-prompt", "blur",
+                 "--text-mode", "--seed", "42"])  # fmt: skip
+    assert code == 0
+    (sent,) = emu.requests()
+    assert sent["fields"] == {**sent["fields"], "model": "step-image-edit-2", "steps": 12, "cfg_scale": 3.5,
+                              "negative_prompt": "blur", "text_mode": True, "seed": 42}  # fmt: skip
+
+
+def test_style_reference_and_image_flags_reach_the_request(api: Callable[..., Emulator], tmp_path: Path) -> None:
+    emu = api()
+    source = tmp_path / "source.png"
+    assert main(["generate", "a harbour", "--base-url", emu.base_url, "--out", str(source), "--model",
+                 "step-2x-large", "--size", "256x256"]) == 0  # fmt: skip
+    emu.reset()
+
+    with pytest.warns(DeprecationWarning, match="retired"):  # the one model with style_reference
+        assert main(["generate", "a harbour in that style", "--base-url", emu.base_url, "--out",
+                     str(tmp_path / "s.png"), "--model", "step-1x-medium", "--size", "256x256",
+                     "--style-reference", str(source), "--style-weight", "0.8"]) == 0  # fmt: skip
+    assert main(["image2image", "at night", "--base-url", emu.base_url, "--source", str(source), "--source-weight",
+                 "0.6", "--size", "256x256", "--out", str(tmp_path / "n.png")]) == 0  # fmt: skip
+    assert main(["edit", "add a boat", "--base-url", emu.base_url, "--image", str(source), "--out",
+                 str(tmp_path / "b.png")]) == 0  # fmt: skip
+
+    styled, night, boat = (entry["fields"] for entry in emu.requests())
+    assert styled["style_reference"]["weight"] == 0.8 and styled["style_reference"]["source_url"].startswith("sha256:")
+    assert night["source_weight"] == 0.6 and night["source_url"].startswith("sha256:")
+    assert boat["prompt"] == "add a boat" and boat["image"].endswith(f"({source.stat().st_size} bytes)")
+
+
+def test_an_api_error_exits_1_with_one_line_and_the_trace_id(
+    api: Callable[..., Emulator], capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = api(block_words=["contraband"])
+    code = main(["generate", "contraband", "--base-url", emu.base_url])
+
+    err = capsys.readouterr().err.strip()
+    (sent,) = emu.requests()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "ContentBlockedError (HTTP 451)" in err and f"[trace id {sent['trace_id']}]" in err
+
+
+def test_retries_stay_quiet_unless_debug(stepfun_emulator_factory: Factory) -> None:
+    emu = stepfun_emulator_factory(faults="503=1.0")
+    # A real process (pytest would catch the log records itself), without the real backoff waits.
+    entry = (
+        "import sys, stepfun_openai._retry as r; r._default_sleep = lambda seconds: None; "
+        "from stepfun_openai.cli import main; sys.exit(main())"
+    )
+    command = [sys.executable, "-c", entry, "generate", "a lighthouse", "--base-url", emu.base_url]
+    env = {**os.environ, "STEPFUN_API_KEY": emu.api_key}
+
+    quiet = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert len(emu.requests()) == 9  # retried as usual ...
+    assert quiet.returncode == 1 and len(quiet.stderr.strip().splitlines()) == 1  # ... but one line
+    assert "InternalServerError (HTTP 503)" in quiet.stderr
+
+    loud = subprocess.run([*command, "--debug"], env=env, capture_output=True, text=True, timeout=60)
+    assert loud.returncode == 1 and "Traceback (most recent call last)" in loud.stderr
+    assert loud.stderr.count("StepFun request failed") == 8
+
+
+def test_a_bad_line_in_a_jobs_file_does_not_stop_the_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "fine", "model": "step-2x-large", "size": "256x256"}\n{"prompt": oops}\n')
+
+    code = main(["batch", str(jobs), "--emulator", "--out", str(tmp_path / "o"), "--no-progress"])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "1 of 2 images done" in captured.out and "1 invalid" in captured.out
+    (bad,) = [json.loads(x) for x in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines() if '"invalid"' in x]
+    assert bad["error"]["message"].startswith(f"{jobs}:2: not a JSON object")
+
+
+def test_batch_with_the_emulator_is_not_held_to_the_free_tier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a fox number {i}\n" for i in range(12)))
+
+    code = main(["batch", str(prompts), "--emulator", "--out", str(tmp_path / "o"), "--model", "step-2x-large",
+                 "--size", "256x256", "--no-progress"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert code == 0 and "12 of 12 images done" in captured.out
+    assert "limits: 5 concurrent, no RPM limit (--emulator default" in captured.err
+    assert "0 429s seen" in captured.out
