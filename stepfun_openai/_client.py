@@ -65,6 +65,8 @@ class MissingAPIKeyError(openai.OpenAIError):
 def _resolve_api_key(api_key: str | None, enforce: bool) -> str:
     if api_key:
         return api_key
+    if api_key is not None and enforce:  # given, but empty: never silently the environment's key
+        raise MissingAPIKeyError("api_key is empty: pass your StepFun key, or omit api_key to use STEPFUN_API_KEY")
     for name in API_KEY_ENV_VARS:
         value = os.environ.get(name)
         if value:

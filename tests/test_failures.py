@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from stepfun_openai import (
     AsyncStepFun,
     MalformedResponseError,
+    MissingAPIKeyError,
     RetryPolicy,
     StepFun,
     StepFunImagesResponse,
@@ -335,3 +336,18 @@ def test_parameters_are_either_within_the_catalog_or_refused_before_sending(para
         assert spec.steps.contains(sent["steps"])
     if "cfg_scale" in sent:
         assert spec.cfg_scale.contains(sent["cfg_scale"])
+
+
+# --- an explicitly empty key -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client_class", [StepFun, AsyncStepFun])
+def test_an_explicitly_empty_api_key_is_refused_even_with_one_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, client_class: type[StepFun] | type[AsyncStepFun]
+) -> None:
+    monkeypatch.setenv("STEPFUN_API_KEY", "sk-from-the-environment")
+    with pytest.raises(MissingAPIKeyError, match="api_key is empty") as caught:
+        client_class(api_key="")
+    assert "sk-from-the-environment" not in str(caught.value)
+    assert client_class().api_key == "sk-from-the-environment", "not giving api_key (None) reads the environment"
+    assert client_class(api_key=None).api_key == "sk-from-the-environment"
