@@ -632,7 +632,7 @@ jobs.append(batch.Job.edit("给猫围上一条蓝色围巾", image=source, seed=
 result = await batch.arun(
     jobs,
     out=MEDIA / "batch",
-    defaults={"model": "step-image-edit-2", "response_format": "b64_json"},
+    defaults={"model": "step-image-edit-2"},
     tier=TIER,
 )
 print(result.summary())
@@ -644,7 +644,7 @@ assert len(result.files) == len(jobs) and all(f.exists() for f in result.files)
         """
 # 再次运行：全部跳过，不再请求 / run again: everything is skipped, nothing is requested
 again = await batch.arun(
-    jobs, out=MEDIA / "batch", defaults={"model": "step-image-edit-2", "response_format": "b64_json"}, tier=TIER
+    jobs, out=MEDIA / "batch", defaults={"model": "step-image-edit-2"}, tier=TIER
 )
 print(again.summary())
 assert again.skipped == len(jobs) and again.generated == 0 and again.requests == 0
