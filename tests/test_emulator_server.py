@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pathlib
 import re
 import signal
 import subprocess
@@ -435,3 +436,54 @@ def test_package_cli_has_the_emulator_subcommand() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["emulator", "--faults", "nope=1"])
     assert data_url(b"x").startswith("data:image/png;base64,")
+
+
+def test_cli_exits_0_on_sigint_like_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stepfun_openai.emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline().rstrip("\n")
+        match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
+        assert match, line
+        assert httpx2.post(match.group(1) + "/images/generations", json=BODY, headers={"Authorization": "Bearer k"})
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+        assert "Traceback" not in process.stderr.read(), "Ctrl-C is a normal way to stop it, not a crash"
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_the_readme_pytest_plugin_example_runs_as_written(tmp_path: pathlib.Path) -> None:
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### pytest plugin", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    conftest, _, tests = code.partition("# test_images.py\n")
+    assert "pytest_plugins" in conftest and "def test_" in tests, "the example shows conftest.py and a test file"
+    (tmp_path / "conftest.py").write_text(conftest.replace("# conftest.py\n", ""), encoding="utf-8")
+    (tmp_path / "test_images.py").write_text(tests, encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # not this project's settings
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout

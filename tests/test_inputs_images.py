@@ -369,3 +369,19 @@ def test_fit_describes_a_re_encoding_that_only_shrinks_the_bytes() -> None:
     assert f"re-encoded png: {len(original):,} -> {len(sent):,} bytes" in message, message
     assert "10 MB" in message and not message.endswith(": ")
     assert Image.open(io.BytesIO(sent)).size == (2000, 2000)
+
+
+def test_the_readme_states_the_formats_the_catalog_takes_for_edits() -> None:
+    from stepfun_openai import catalog
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    intro = " ".join(readme.split("## Models and parameters", 1)[1].split("<!-- parameter-table:start -->")[0].split())
+    formats = {
+        name: spec.spec("edits").image_limits.formats  # type: ignore[union-attr]
+        for name, spec in catalog.MODELS.items()
+        if spec.spec("edits") is not None
+    }
+    assert formats and all(f == ("png", "jpeg", "webp") for f in formats.values()), formats
+    assert "edits: png/jpeg/webp" in intro
+    assert "step-1x-edit also webp" not in intro, "webp is not step-1x-edit's alone"
+    client(Recorder()).images.edit(model="step-image-edit-2", prompt="x", image=pil_bytes("WEBP"))
