@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from . import catalog
 
@@ -91,6 +91,18 @@ SizeName = Annotated[
     _one_of(IMAGE_SIZES, "size"),
 ]
 
+
+def _retired(name: str) -> bool:
+    return catalog.MODELS[name].status == "retired"
+
+
+def _label(name: str) -> str:
+    """A model's name, marked ``(retired)`` when StepFun retired it."""
+    return f"{name} (retired)" if _retired(name) else name
+
+
+# The retired step-1x-medium stays in the enum: it is the only model with style_reference (its
+# catalog description, shown to the model, says it is retired and what replaces it).
 _MODEL_HELP = "; ".join(f"{name}: {catalog.MODELS[name].description}" for name in IMAGE_TOOL_MODELS)
 _PROMPT_MAX = {spec.prompt_max for name in IMAGE_TOOL_MODELS for spec in catalog.MODELS[name].endpoints.values()}
 _NEGATIVE = [
@@ -109,6 +121,8 @@ _STYLE = [
     if (spec := catalog.MODELS[name].spec("generations")) is not None and spec.style_reference
 ]
 
+_STYLE_NOTE = "; StepFun may refuse requests to a retired model" if _STYLE and all(map(_retired, _STYLE)) else ""
+
 
 class ImageToolArgs(BaseModel):
     """Generate an image with StepFun. Every argument but prompt may be null (= the default)."""
@@ -126,7 +140,7 @@ class ImageToolArgs(BaseModel):
         description=(
             f"StepFun model; null picks the tool's default (text to image) or the first model that "
             f"serves image-to-image when source_image is given. {_MODEL_HELP}. "
-            f"Image-to-image: {', '.join(IMAGE2IMAGE_MODELS)}."
+            f"Image-to-image: {', '.join(map(_label, IMAGE2IMAGE_MODELS))}."
         ),
     )
     size: SizeName | None = Field(
@@ -155,7 +169,7 @@ class ImageToolArgs(BaseModel):
         default=None,
         description=f"What to avoid. Only {', '.join(_NEGATIVE)}; ignored when cfg_scale is 1.0.",
     )
-    text_mode: bool | None = Field(
+    text_mode: StrictBool | None = Field(  # "yes" or 1 is refused, not coerced to true
         default=None,
         description=f"true renders text in the image better. Only {', '.join(_TEXT_MODE)}.",
     )
@@ -163,7 +177,7 @@ class ImageToolArgs(BaseModel):
         default=None,
         description=(
             "An image to start from (image-to-image): an http(s) URL or a local file path; "
-            f"{catalog.SOURCE_LIMITS.describe()}. Only {', '.join(IMAGE2IMAGE_MODELS)}."
+            f"{catalog.SOURCE_LIMITS.describe()}. Only {', '.join(map(_label, IMAGE2IMAGE_MODELS))}."
         ),
     )
     source_weight: float | None = Field(
@@ -178,7 +192,7 @@ class ImageToolArgs(BaseModel):
         default=None,
         description=(
             "An image whose style to borrow: an http(s) URL or a local file path. "
-            f"Only {', '.join(_STYLE) or 'no current model'}."
+            f"Only {', '.join(map(_label, _STYLE)) or 'no model'}{_STYLE_NOTE}."
         ),
     )
     style_weight: float | None = Field(

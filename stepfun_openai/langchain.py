@@ -13,7 +13,7 @@ an ``ImportError`` that names the extra.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_vali
 from typing_extensions import Self
 
 from .tools import (
+    _INVALID,
     IMAGE_TOOL_DESCRIPTION,
     IMAGE_TOOL_NAME,
     ImageToolArgs,
@@ -56,7 +57,11 @@ class StepFunImageTool(BaseTool):
         block and an image block, so the model can look at what it made.
       local_files: ``False`` accepts only URLs as ``source_image``/``style_reference``.
       handle_validation_error: ``True`` (default) turns arguments the model got wrong into a
-        tool result naming the argument and what is allowed; ``False`` raises them.
+        tool result naming the argument and what is allowed; ``False`` raises them; a string or
+        a callable (given the exception) makes the error result's content. It covers both kinds of
+        wrong arguments: those the schema rejects (pydantic ``ValidationError``) and those the
+        catalog rejects for the chosen model (``StepFunValidationError``, e.g. ``steps=900``, or
+        StepFun's own HTTP 400).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -116,7 +121,8 @@ class StepFunImageTool(BaseTool):
         return {
             "output_dir": self.output_dir,
             "default_model": self.default_model,
-            "handle_validation_error": bool(self.handle_validation_error),
+            # Invalid arguments raise out of run_image_tool: _invalid applies the user's handler.
+            "handle_validation_error": False,
             "local_files": self.local_files,
             "tool_name": self.name,
         }
@@ -124,12 +130,35 @@ class StepFunImageTool(BaseTool):
     def _run(
         self, run_manager: CallbackManagerForToolRun | None = None, **arguments: Any
     ) -> tuple[str | list[dict[str, Any]], StepFunImage | None]:
-        return self._output(run_image_tool(self._sync_client(), arguments, **self._options()))
+        try:
+            result = run_image_tool(self._sync_client(), arguments, **self._options())
+        except _INVALID as exc:
+            self._invalid(exc)
+        return self._output(result)
 
     async def _arun(
         self, run_manager: AsyncCallbackManagerForToolRun | None = None, **arguments: Any
     ) -> tuple[str | list[dict[str, Any]], StepFunImage | None]:
-        return self._output(await arun_image_tool(self._async_client(), arguments, **self._options()))
+        try:
+            result = await arun_image_tool(self._async_client(), arguments, **self._options())
+        except _INVALID as exc:
+            self._invalid(exc)
+        return self._output(result)
+
+    def _invalid(self, exc: Exception) -> NoReturn:
+        """Arguments the catalog (or StepFun) rejected, handled like LangChain handles schema
+        errors: ``handle_validation_error`` False raises, a string or a callable gives the
+        content. The result is an error ``ToolMessage`` (``status="error"``)."""
+        handler = self.handle_validation_error
+        if not handler:
+            raise exc
+        if isinstance(handler, str):
+            content = handler
+        elif callable(handler):
+            content = handler(exc)
+        else:
+            content = explain_invalid(exc, tool_name=self.name)
+        raise ToolException(content) from exc
 
     def _output(self, result: ImageToolResult) -> tuple[str | list[dict[str, Any]], StepFunImage | None]:
         if not result.ok:

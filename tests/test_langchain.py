@@ -205,6 +205,50 @@ def test_handle_validation_error_false_raises(stepfun_client: StepFun) -> None:
         tool.invoke(call({"prompt": "a fox", "size": "3x3"}))
 
 
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        pytest.param("Bad arguments, try again.", "Bad arguments, try again.", id="string"),
+        pytest.param(lambda exc: f"custom: {type(exc).__name__}", None, id="callable"),
+    ],
+)
+async def test_a_custom_handle_validation_error_covers_catalog_errors_too(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, handler: Any, expected: str | None
+) -> None:
+    tool = StepFunImageTool(client=stepfun_client, handle_validation_error=handler)
+    before = len(stepfun_emulator.requests())
+
+    schema_error = tool.invoke(call({"prompt": "a fox", "size": "3x3"}))  # pydantic: not a size at all
+    catalog_error = tool.invoke(call({"prompt": "a fox", "steps": 900}))  # the catalog: out of range
+    async_error = await tool.ainvoke(call({"prompt": "a fox", "steps": 900}))
+
+    assert schema_error.status == catalog_error.status == async_error.status == "error"
+    assert schema_error.content == (expected or "custom: ValidationError")
+    assert catalog_error.content == async_error.content == (expected or "custom: StepFunValidationError")
+    assert len(stepfun_emulator.requests()) == before, "nothing was sent"
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, "false"])
+def test_text_mode_takes_only_real_booleans(stepfun_client: StepFun, stepfun_emulator: Emulator, value: Any) -> None:
+    tool = StepFunImageTool(client=stepfun_client)
+
+    message = tool.invoke(call({"prompt": "a sign saying hello", "text_mode": value}))
+
+    assert message.status == "error" and "text_mode" in message.content
+    assert stepfun_emulator.requests() == []
+    assert tool.invoke(call({"prompt": "a sign saying hello", "text_mode": True})).status == "success"
+    assert stepfun_emulator.requests()[-1]["fields"]["text_mode"] is True
+
+
+def test_the_retired_model_is_offered_only_for_style_reference_and_says_so() -> None:
+    properties = ImageToolArgs.model_json_schema()["properties"]
+    models = properties["model"]["anyOf"][0]["enum"]
+    assert "step-1x-medium" in models, "kept: the only model with style_reference"
+    assert "step-1x-medium: retired" in properties["model"]["description"]
+    assert "step-1x-medium (retired)" in properties["style_reference"]["description"]
+    assert "step-1x-medium (retired)" in properties["source_image"]["description"]
+
+
 @pytest.mark.stepfun_emulator(block_words=["forbidden"])
 def test_a_moderation_block_becomes_an_explanation(stepfun_client: StepFun) -> None:
     tool = StepFunImageTool(client=stepfun_client)
