@@ -380,3 +380,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "emulator_only" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _retired_model_warning_is_fresh_per_test() -> Iterator[None]:
+    """The retired-model DeprecationWarning is given once per process; each test starts anew,
+    so a test that expects it does not depend on which tests ran before."""
+    from stepfun_openai import _validation
+
+    _validation._warned_models.clear()
+    yield
