@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx2
 from openai import NotGiven, Omit, not_given, omit
@@ -60,34 +60,24 @@ def _refuse_image2image_on_step_plan(client: Any, model: object, settings: Clien
     )
 
 
-def _json_content(body: dict[str, Any]) -> JSONContent | None:
-    """A body with inline images goes as raw content written around their base64 bytes (no
-    ``json.dumps`` copies of megabytes of base64); other bodies go the SDK's way."""
-    return JSONContent(body) if has_inline_images(body) else None
+_Content = TypeVar("_Content", JSONContent, AsyncJSONContent)
 
 
-def _async_json_content(body: dict[str, Any]) -> AsyncJSONContent | None:
-    return AsyncJSONContent(body) if has_inline_images(body) else None
-
-
-def _json_body(body: dict[str, Any]) -> dict[str, Any] | None:
-    return None if has_inline_images(body) else body
-
-
-def _json_options(
+def _json_post(
     body: dict[str, Any],
     extra_headers: Headers | None,
     extra_query: Query | None,
     timeout: float | httpx2.Timeout | NotGiven | None,
-) -> Any:
-    if has_inline_images(body):
-        # The length is known: sent as Content-Length, never chunked (which StepFun may not take).
-        extra_headers = {
-            **(extra_headers or {}),
-            "Content-Type": "application/json",
-            "Content-Length": str(len(JSONContent(body))),
-        }
-    return _options(extra_headers, extra_query, timeout)
+    content_type: type[_Content],
+) -> tuple[dict[str, Any] | None, _Content | None, Any]:
+    """``(body, content, options)`` for ``_post``. A body with inline images goes as raw content written
+    around their base64 bytes (no ``json.dumps`` copies of megabytes of base64), built once, with
+    its length known: sent as Content-Length, never chunked (which StepFun may not take)."""
+    if not has_inline_images(body):
+        return body, None, _options(extra_headers, extra_query, timeout)
+    content = content_type(body)
+    headers = {**(extra_headers or {}), "Content-Type": "application/json", "Content-Length": str(len(content))}
+    return None, content, _options(headers, extra_query, timeout)
 
 
 def _options(
@@ -180,11 +170,12 @@ class Images(_Images):
             extra_body,
             _settings(self._client, fit),
         )
+        json_body, content, options = _json_post(body, extra_headers, extra_query, timeout, JSONContent)
         return self._post(
             "/images/generations",
-            body=_json_body(body),
-            content=_json_content(body),
-            options=_json_options(body, extra_headers, extra_query, timeout),
+            body=json_body,
+            content=content,
+            options=options,
             cast_to=StepFunImagesResponse,
         )
 
@@ -239,11 +230,12 @@ class Images(_Images):
             extra_body,
             settings,
         )
+        json_body, content, options = _json_post(body, extra_headers, extra_query, timeout, JSONContent)
         return self._post(
             "/images/image2image",
-            body=_json_body(body),
-            content=_json_content(body),
-            options=_json_options(body, extra_headers, extra_query, timeout),
+            body=json_body,
+            content=content,
+            options=options,
             cast_to=StepFunImagesResponse,
         )
 
@@ -360,11 +352,12 @@ class AsyncImages(_AsyncImages):
             extra_body,
             _settings(self._client, fit),
         )
+        json_body, content, options = _json_post(body, extra_headers, extra_query, timeout, AsyncJSONContent)
         return await self._post(
             "/images/generations",
-            body=_json_body(body),
-            content=_async_json_content(body),
-            options=_json_options(body, extra_headers, extra_query, timeout),
+            body=json_body,
+            content=content,
+            options=options,
             cast_to=StepFunImagesResponse,
         )
 
@@ -407,11 +400,12 @@ class AsyncImages(_AsyncImages):
             extra_body,
             settings,
         )
+        json_body, content, options = _json_post(body, extra_headers, extra_query, timeout, AsyncJSONContent)
         return await self._post(
             "/images/image2image",
-            body=_json_body(body),
-            content=_async_json_content(body),
-            options=_json_options(body, extra_headers, extra_query, timeout),
+            body=json_body,
+            content=content,
+            options=options,
             cast_to=StepFunImagesResponse,
         )
 
