@@ -6,6 +6,8 @@ seed -> validated against the catalog -> the SDK sends it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -308,7 +310,6 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
     trace_id = response.headers.get("x-trace-id")
     result._trace_id = trace_id
     request_info = _provenance(sent, response)
-    result._request = request_info
     for index, image in enumerate(result.data):
         if not isinstance(image, StepFunImage):
             raise malformed(f"data[{index}] is not an image object", response)
@@ -323,11 +324,9 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
         if image.b64_json is None and image.image is not None:
             image.b64_json = image.image
         if image.b64_json is not None:
-            import base64
-            import binascii
-
             try:
-                base64.b64decode(image.b64_json, validate=True)
+                # Decoded once: the check's result is what read() and save() hand out later.
+                image._data = base64.b64decode(image.b64_json, validate=True)
             except (binascii.Error, ValueError):
                 raise malformed(f"data[{index}].b64_json is not valid base64", response) from None
         elif image.url is None and not image.content_filtered:

@@ -8,7 +8,7 @@ imports this module.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
@@ -125,7 +125,6 @@ class ModelSpec:
     retired_on: _dt.date | None = None
     replacement: str | None = None
     description: str = ""
-    aliases: tuple[str, ...] = field(default=())
 
     def spec(self, endpoint: Endpoint) -> EndpointSpec | None:
         return self.endpoints.get(endpoint)
@@ -134,7 +133,6 @@ class ModelSpec:
 SEED = NumberRange(0, SEED_MAX, None, integer=True)
 SOURCE_WEIGHT = NumberRange(0, 1, None, min_exclusive=True)
 STYLE_WEIGHT = NumberRange(0, 2, 1, min_exclusive=True)
-N = NumberRange(1, 1, 1, integer=True)
 RESPONSE_FORMATS = ("url", "b64_json")
 
 WXH_SIZES = ("256x256", "512x512", "768x768", "1024x1024", "1280x800", "800x1280")

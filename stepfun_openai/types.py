@@ -81,7 +81,6 @@ class StepFunImagesResponse(ImagesResultMixin, _OpenAIImagesResponse):
     data: Optional[List[StepFunImage]] = None  # type: ignore[assignment]
 
     _trace_id: str | None = PrivateAttr(default=None)
-    _request: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def trace_id(self) -> str | None:
