@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shlex
 import sys
 import traceback
@@ -343,21 +342,17 @@ def _params(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return params
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "image"
-
-
 def _output_path(out: str, prompt: str, seed: int | None, index: int, extension: str) -> Path:
     path = Path(out)
     if out.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
         suffix = f"-{index}" if index else ""
-        return path / f"{_slug(prompt)}-{seed if seed is not None else 'image'}{suffix}.{extension}"
+        from ._results import slugify
+
+        return path / f"{slugify(prompt, limit=48)}-{seed if seed is not None else 'image'}{suffix}.{extension}"
     return path if not index else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
 def _single(args: argparse.Namespace) -> int:
-    import base64
-
     from ._client import StepFun
     from ._sniff import sniff
 
@@ -374,8 +369,8 @@ def _single(args: argparse.Namespace) -> int:
         if image.content_filtered:
             print(f"image {index} was content_filtered by StepFun moderation (seed {image.seed}); not written")
             continue
-        data = base64.b64decode(image.b64_json or "")
-        extension = {"jpeg": "jpg"}.get(sniff(data[:64]).format or "png", sniff(data[:64]).format or "png")
+        image_format = sniff(image.read()[:64]).format or "png"  # read(): already decoded by the client
+        extension = "jpg" if image_format == "jpeg" else image_format
         path = _output_path(args.out, args.prompt, image.seed, index, extension)
         image.save(path)  # atomic, with the request's provenance in the file
         written += 1
