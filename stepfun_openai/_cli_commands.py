@@ -249,7 +249,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
         from ._client import MissingAPIKeyError
         from ._exceptions import StepFunValidationError, get_trace_id
-        from ._manifest import ManifestLockedError
+        from .batch._manifest import ManifestLockedError
 
         try:
             with _quiet_logs(debug=getattr(args, "debug", False)):

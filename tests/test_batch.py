@@ -199,12 +199,12 @@ async def test_cancelling_leaves_only_complete_files_and_finished_lines(
 
 
 def test_job_ids_are_stable_and_duplicates_get_their_own(tmp_path: Path) -> None:
-    works = batch._prepare(["a cat", "a cat", {"prompt": "a cat", "id": "cat-1"}], {})
+    works = batch._jobs._prepare(["a cat", "a cat", {"prompt": "a cat", "id": "cat-1"}], {})
     assert works[0].id != works[1].id and works[1].id == works[0].id + "-2" and works[2].id == "cat-1"
-    assert batch._prepare(["a cat"], {})[0].id == works[0].id
-    assert batch._prepare(["a cat"], {"model": "step-2x-large"})[0].id != works[0].id
+    assert batch._jobs._prepare(["a cat"], {})[0].id == works[0].id
+    assert batch._jobs._prepare(["a cat"], {"model": "step-2x-large"})[0].id != works[0].id
     with pytest.raises(ValueError, match="used twice"):
-        batch._prepare([{"prompt": "x", "id": "same"}, {"prompt": "y", "id": "same"}], {})
+        batch._jobs._prepare([{"prompt": "x", "id": "same"}, {"prompt": "y", "id": "same"}], {})
 
 
 def test_jobs_load_from_jsonl_or_plain_text(tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ def test_without_tqdm_progress_is_a_plain_line_with_counts_rate_and_eta(monkeypa
     import io
     import sys
 
-    from stepfun_openai._progress import Progress
+    from stepfun_openai.batch._progress import Progress
 
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
     now = [0.0]

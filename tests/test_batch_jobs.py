@@ -68,13 +68,13 @@ def test_an_image_in_extra_body_is_sent_but_only_its_digest_is_in_the_manifest(
         described.startswith(f"<inline image, {len(b64)} chars, sha256 ")
         and line["params"]["extra_body"]["source_weight"] == 0.5
     )
-    nested = batch._describe(style)["extra_body"]["style_reference"]
+    nested = batch._jobs._describe(style)["extra_body"]["style_reference"]
     assert nested["source_url"].startswith("<inline image") and nested["weight"] == 1
     # The id still hashes the whole image: stable for the same image, new for another one.
-    (first,) = batch._prepare([job], {})
-    (again,) = batch._prepare([dict(job)], {})
+    (first,) = batch._jobs._prepare([job], {})
+    (again,) = batch._jobs._prepare([dict(job)], {})
     other = {**job, "extra_body": {"source_image": b64[:-8] + "AAAAAAAA", "source_weight": 0.5}}
-    (changed,) = batch._prepare([other], {})
+    (changed,) = batch._jobs._prepare([other], {})
     assert first.id == again.id != changed.id
     assert line["id"] == first.id
 
@@ -83,15 +83,15 @@ def test_editing_a_source_file_in_place_gives_its_job_a_new_id(tmp_path: Path) -
     source = tmp_path / "source.png"
     source.write_bytes(b"\x89PNG\r\n\x1a\n first version")
     job = batch.Job.image2image("night", source_url=str(source), source_weight=0.5)
-    before = batch._prepare([job], {})[0].id
-    assert batch._prepare([job], {})[0].id == before
+    before = batch._jobs._prepare([job], {})[0].id
+    assert batch._jobs._prepare([job], {})[0].id == before
 
     source.write_bytes(b"\x89PNG\r\n\x1a\n second version")
 
-    assert batch._prepare([job], {})[0].id != before  # so a re-run makes the new image
+    assert batch._jobs._prepare([job], {})[0].id != before  # so a re-run makes the new image
     assert (
-        batch._prepare([batch.Job.edit("x", image=source)], {})[0].id
-        != batch._prepare([batch.Job.edit("x", image=tmp_path / "elsewhere.png")], {})[0].id
+        batch._jobs._prepare([batch.Job.edit("x", image=source)], {})[0].id
+        != batch._jobs._prepare([batch.Job.edit("x", image=tmp_path / "elsewhere.png")], {})[0].id
     )
 
 
@@ -191,7 +191,7 @@ def test_a_typo_in_defaults_is_an_error_naming_the_key_before_anything_runs(tmp_
         batch.run(["a cat"], out=tmp_path / "never", defaults={"sise": "256x256"}, progress=False)
     assert not (tmp_path / "never").exists()
     # response_format is accepted and ignored: a batch always asks for b64_json.
-    (work,) = batch._prepare(["a cat"], {"response_format": "url", "size": "256x256"})
+    (work,) = batch._jobs._prepare(["a cat"], {"response_format": "url", "size": "256x256"})
     assert "response_format" not in work.params and work.params["size"] == "256x256"
 
 

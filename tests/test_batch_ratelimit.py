@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stepfun_openai._ratelimit import AdaptiveLimiter, Limits, resolve_limits
+from stepfun_openai.batch._ratelimit import AdaptiveLimiter, Limits, resolve_limits
 
 
 class FakeClock:

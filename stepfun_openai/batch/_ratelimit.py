@@ -63,7 +63,7 @@ class Limits:
 
 def resolve_limits(*, concurrency: int | None = None, rpm: int | None = None, tier: str | None = None) -> Limits:
     """Explicit ``concurrency``/``rpm`` win over the ``tier``'s; with neither, tier V0 (the free tier)."""
-    from .catalog import RATE_LIMIT_TIERS
+    from ..catalog import RATE_LIMIT_TIERS
 
     for name, value in (("concurrency", concurrency), ("rpm", rpm)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

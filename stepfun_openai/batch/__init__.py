@@ -1,0 +1,40 @@
+"""Many images at the account's rate limit: resumable, with a progress bar.
+
+```python
+from stepfun_openai import batch
+
+result = batch.run(
+    [{"prompt": "a lighthouse at dawn"}, {"prompt": "a lighthouse at dusk", "seed": 7}],
+    out="out/",
+    tier="V1",
+)
+print(result.summary())
+```
+
+Every job becomes one request on ``AsyncStepFun`` under two limits at once (requests in flight
+and requests per minute, see :mod:`stepfun_openai._ratelimit`), which adapt when StepFun
+answers 429. Each image is written atomically into ``out`` with its provenance in a PNG text
+chunk, and each finished job appends one line to ``out/manifest.jsonl`` (flushed and fsynced
+after the image is in place). Running the same batch again skips the finished jobs, so a crash
+or Ctrl-C costs at most the requests that were in flight.
+"""
+
+from __future__ import annotations
+
+from ._jobs import DEFAULT_MODELS, Job, JobEndpoint, load_jobs
+from ._ratelimit import Limits, resolve_limits
+from ._result import BatchInterrupted, BatchResult
+from ._runner import arun, run
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "BatchInterrupted",
+    "BatchResult",
+    "Job",
+    "JobEndpoint",
+    "Limits",
+    "arun",
+    "load_jobs",
+    "resolve_limits",
+    "run",
+]

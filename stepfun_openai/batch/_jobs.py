@@ -1,0 +1,363 @@
+"""Jobs: what a batch is asked to do, their stable ids, and how they are described in the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import catalog
+
+__all__ = ["DEFAULT_MODELS", "Job", "JobEndpoint", "content_id", "load_jobs"]
+
+JobEndpoint = Literal["generate", "image2image", "edit"]
+
+DEFAULT_MODELS: dict[JobEndpoint, str] = {
+    "generate": "step-image-edit-2",
+    "image2image": "step-2x-large",
+    "edit": "step-image-edit-2",
+}
+"""The model a job gets when neither it nor ``defaults`` names one (the catalog's recommended)."""
+
+_ENDPOINT_NAMES: dict[str, JobEndpoint] = {
+    "generate": "generate",
+    "generations": "generate",
+    "image2image": "image2image",
+    "edit": "edit",
+    "edits": "edit",
+}
+_CATALOG_ENDPOINT: dict[JobEndpoint, catalog.Endpoint] = {
+    "generate": "generations",
+    "image2image": "image2image",
+    "edit": "edits",
+}
+_IMAGE_KEYS = frozenset({"source_url", "source_image", "image", "style_reference"})
+"""Keys whose values are images, at any depth of a job's parameters (``extra_body`` too)."""
+_NOT_JOB_PARAMS = frozenset({"extra_headers", "extra_query", "timeout", "response_format"})
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to make: the endpoint (``generate``, ``image2image``, ``edit``), the keyword
+    arguments of the matching ``client.images`` method, and optionally a stable ``id``.
+
+    Without an ``id`` the job's id is derived from its content, so the same job in a later run
+    is recognised (and skipped once finished).
+    """
+
+    endpoint: JobEndpoint
+    params: Mapping[str, Any]
+    id: str | None = None
+    error: str | None = None
+    """Why the job cannot run (e.g. a line of a jobs file that is not a job): it is recorded as
+    ``invalid`` with this message, and the other jobs run."""
+
+    @classmethod
+    def generate(cls, prompt: str, *, id: str | None = None, **params: Any) -> Job:
+        """A text-to-image job; ``params`` are those of ``client.images.generate``."""
+        return cls("generate", {"prompt": prompt, **params}, id)
+
+    @classmethod
+    def image2image(
+        cls, prompt: str, *, source_url: Any, source_weight: float, id: str | None = None, **params: Any
+    ) -> Job:
+        """An image-to-image job; ``params`` are those of ``client.images.image2image``."""
+        return cls(
+            "image2image", {"prompt": prompt, "source_url": source_url, "source_weight": source_weight, **params}, id
+        )
+
+    @classmethod
+    def edit(cls, prompt: str, *, image: Any, id: str | None = None, **params: Any) -> Job:
+        """An edit job; ``params`` are those of ``client.images.edit``."""
+        return cls("edit", {"prompt": prompt, "image": image, **params}, id)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        """``{"prompt": ..., [endpoint], [id], **params}``; without ``endpoint``, a job with ``image``
+        is an edit, one with ``source_url`` an image2image, anything else a generation."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a job must be a dict (or a Job), got {type(data).__name__}")
+        params = dict(data)
+        endpoint_value = params.pop("endpoint", None)
+        job_id = params.pop("id", None)
+        if job_id is not None and not isinstance(job_id, (str, int)):
+            raise TypeError(f"a job's id must be a string, got {job_id!r}")
+        if endpoint_value is None:
+            endpoint: JobEndpoint = (
+                "edit" if "image" in params else "image2image" if "source_url" in params else "generate"
+            )
+        else:
+            if endpoint_value not in _ENDPOINT_NAMES:
+                raise ValueError(f"unknown endpoint {endpoint_value!r}; use one of generate, image2image, edit")
+            endpoint = _ENDPOINT_NAMES[endpoint_value]
+        return cls(endpoint, params, None if job_id is None else str(job_id))
+
+
+def _as_job(item: Job | Mapping[str, Any] | str) -> Job:
+    if isinstance(item, Job):
+        return item
+    if isinstance(item, str):
+        return Job.generate(item)
+    return Job.from_dict(item)
+
+
+def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
+    """Jobs from a file: JSONL (one job object a line) or plain text (one prompt a line).
+
+    Blank lines and lines starting with ``#`` in a text file are skipped. Relative image paths in
+    a JSONL job are resolved against the file's directory (when the file exists there). A JSONL
+    line that is not a valid job becomes a job with an ``error`` naming ``file:line``: the batch
+    records it as ``invalid`` and runs the others.
+    """
+    source = Path(path)
+    text = source.read_text(encoding="utf-8")
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
+    lines = [(number, line) for number, line in lines if line]
+    is_jsonl = source.suffix.lower() in (".jsonl", ".ndjson") or (bool(lines) and lines[0][1].startswith("{"))
+    jobs: list[Job] = []
+    for number, line in lines:
+        if not is_jsonl:
+            if not line.startswith("#"):
+                jobs.append(Job.generate(line))
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            jobs.append(_invalid_line(source, number, line, f"not a JSON object ({exc.msg})"))
+            continue
+        try:
+            job = Job.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            jobs.append(_invalid_line(source, number, line, str(exc)))
+            continue
+        jobs.append(_resolve_paths(job, source.parent))
+    return jobs
+
+
+def _invalid_line(source: Path, number: int, line: str, reason: str) -> Job:
+    """A line that is not a job: an ``invalid`` job whose id is stable for the same line."""
+    digest = hashlib.sha256(f"{number}:{line}".encode()).hexdigest()[:12]
+    excerpt = line if len(line) <= 200 else line[:200] + "..."
+    return Job("generate", {"line": excerpt}, f"line{number}-{digest}", error=f"{source}:{number}: {reason}")
+
+
+def _resolve_paths(job: Job, base: Path) -> Job:
+    params = dict(job.params)
+    changed = False
+    for key in ("source_url", "source_image", "image"):
+        value = params.get(key)
+        if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
+            candidate = base / value
+            if candidate.exists():
+                params[key] = str(candidate)
+                changed = True
+    return replace(job, params=params) if changed else job
+
+
+def _looks_like_path(value: str) -> bool:
+    return not value.startswith(("http://", "https://", "data:")) and len(value) < 1024
+
+
+def _canonical(value: Any, key: str | None = None) -> Any:
+    """A JSON-able stand-in for ``value`` that changes when the content does (images hashed,
+    including the bytes of an image given as a file path)."""
+    if key in _IMAGE_KEYS and isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if isinstance(text, str) and _looks_like_path(text):
+            digest = _file_digest(text)
+            if digest is not None:
+                return {"path": text, "sha256": digest}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, str(k)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"sha256": hashlib.sha256(bytes(value)).hexdigest()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    image = getattr(value, "image", None)
+    if image is not None and hasattr(value, "weight"):  # StyleReference
+        return {"image": _canonical(image, "image"), "weight": value.weight}
+    if hasattr(value, "tobytes") and hasattr(value, "size"):  # a PIL image
+        return {"pil": hashlib.sha256(value.tobytes()).hexdigest(), "size": list(value.size)}
+    if hasattr(value, "read") and hasattr(value, "seek"):
+        position = value.tell()
+        data = value.read()
+        value.seek(position)
+        return {"sha256": hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).hexdigest()}
+    return {"repr": repr(value)}
+
+
+_HASH_FILES_UP_TO = 64 * 1024 * 1024
+"""Image files up to this size are hashed into the job id (StepFun takes at most 10 MB anyway)."""
+
+
+def _file_digest(path: str) -> str | None:
+    """The sha256 of the file at ``path`` (``None`` if there is none), so that editing a source
+    image in place gives its job a new id."""
+    try:
+        target = Path(path)
+        if not target.is_file():
+            return None
+        size = target.stat().st_size
+        if size > _HASH_FILES_UP_TO:
+            return f"size {size}, mtime {target.stat().st_mtime_ns}"
+        return hashlib.sha256(target.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return None
+
+
+def content_id(endpoint: str, params: Mapping[str, Any]) -> str:
+    """The id of a job without one: a hash of its endpoint and parameters."""
+    canonical = {
+        "endpoint": endpoint,
+        "params": _canonical({k: v for k, v in params.items() if k != "response_format"}),
+    }
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return digest[:16]
+
+
+def _file_stem(job_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job_id).strip("._")[:80] or "job"
+    if safe != job_id:
+        safe += "-" + hashlib.sha256(job_id.encode()).hexdigest()[:8]
+    return safe
+
+
+def _describe(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters for the manifest: image payloads become a short description, never base64,
+    wherever they are (top level, ``extra_body``, a ``style_reference``)."""
+    return {str(k): _describe_value(v, str(k)) for k, v in params.items()}
+
+
+def _describe_value(value: Any, key: str | None) -> Any:
+    if key in _IMAGE_KEYS:
+        return _describe_image(value)
+    if isinstance(value, Mapping):
+        return {str(k): _describe_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe_value(v, None) for v in value]
+    if isinstance(value, str) and len(value) > _LONG_STRING:
+        return _digest_of(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _describe_image(value)
+    image = getattr(value, "image", None)
+    if image is not None and hasattr(value, "weight"):  # StyleReference
+        return {"image": _describe_image(image), "weight": value.weight}
+    return _canonical(value)
+
+
+_LONG_STRING = 1024
+"""A string longer than this in a job's parameters is described by a digest in the manifest."""
+
+
+def _digest_of(text: str) -> str:
+    return f"<inline image, {len(text)} chars, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"
+
+
+def _describe_image(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.startswith(("http://", "https://")):
+            return value if len(value) < 2048 else value[:2048]
+        if value.startswith("data:") or len(value) > _LONG_STRING:
+            return _digest_of(value)
+        return value  # a path
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes, sha256 {hashlib.sha256(bytes(value)).hexdigest()[:16]}>"
+    if isinstance(value, Mapping):  # a style_reference as a dict
+        return {str(k): _describe_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe_image(v) for v in value]
+    image = getattr(value, "image", None)
+    if image is not None and hasattr(value, "weight"):
+        return {"image": _describe_image(image), "weight": value.weight}
+    return f"<{type(value).__name__}>"
+
+
+@dataclass
+class _Work:
+    index: int
+    id: str
+    endpoint: JobEndpoint
+    params: dict[str, Any]
+    invalid: str | None = None  # why the job could not even be read
+    attempts: int = 0
+    rate_limited: int = 0
+
+
+def _allowed_params(endpoint: JobEndpoint) -> set[str]:
+    from .._images import AsyncImages
+
+    method: dict[JobEndpoint, Callable[..., Any]] = {
+        "generate": AsyncImages.generate,
+        "image2image": AsyncImages.image2image,
+        "edit": AsyncImages.edit,
+    }
+    names = set(inspect.signature(method[endpoint]).parameters) - {"self"}
+    return names - _NOT_JOB_PARAMS
+
+
+_IGNORED_PARAMS = frozenset({"response_format"})
+"""Accepted in a job or in ``defaults`` and ignored: a batch always asks for ``b64_json``."""
+
+
+def _check_defaults(defaults: Mapping[str, Any]) -> None:
+    """``defaults`` may hold only parameters that some endpoint takes: a typo is an error."""
+    allowed = set().union(*(_allowed_params(endpoint) for endpoint in DEFAULT_MODELS)) | _IGNORED_PARAMS
+    unknown = sorted(str(key) for key in defaults if key not in allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) in defaults: {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[str, Any]) -> list[_Work]:
+    _check_defaults(defaults)
+    works: list[_Work] = []
+    seen: Counter[str] = Counter()
+    explicit: dict[str, int] = {}
+    allowed = {endpoint: _allowed_params(endpoint) for endpoint in DEFAULT_MODELS}
+    for index, item in enumerate(items):
+        try:
+            job = _as_job(item)
+        except (TypeError, ValueError) as exc:
+            job_id = "invalid-" + hashlib.sha256(repr(item).encode()).hexdigest()[:12]
+            raw = {str(k): v for k, v in item.items()} if isinstance(item, Mapping) else {"job": repr(item)[:200]}
+            works.append(_Work(index, job_id, "generate", raw, invalid=str(exc)))
+            continue
+        if job.error is not None:
+            job_id = job.id or "invalid-" + hashlib.sha256(repr(job.params).encode()).hexdigest()[:12]
+            works.append(_Work(index, job_id, job.endpoint, dict(job.params), invalid=job.error))
+            continue
+        params = {**{k: v for k, v in defaults.items() if k in allowed[job.endpoint]}, **job.params}
+        for name in _IGNORED_PARAMS:
+            params.pop(name, None)
+        params.setdefault("model", DEFAULT_MODELS[job.endpoint])
+        unknown = sorted(set(params) - allowed[job.endpoint])
+        if job.id is not None:
+            if job.id in explicit:
+                raise ValueError(f"job id {job.id!r} is used twice (jobs {explicit[job.id]} and {index})")
+            explicit[job.id] = index
+            job_id = job.id
+        else:
+            base = content_id(job.endpoint, params)
+            seen[base] += 1
+            # The same job twice means two images: the second gets its own id, stable by order.
+            job_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        invalid = None
+        if unknown:
+            known = ", ".join(sorted(allowed[job.endpoint]))
+            invalid = f"unknown parameter(s) {', '.join(unknown)} for {job.endpoint}; known: {known}"
+        works.append(_Work(index, job_id, job.endpoint, params, invalid=invalid))
+    return works
