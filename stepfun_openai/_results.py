@@ -13,15 +13,15 @@ import datetime as dt
 import html
 import os
 import re
-import secrets
 import unicodedata
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._download import DEFAULT_MAX_BYTES, adownload, download, redact_url, url_expires_at
 from ._exceptions import ContentFilteredError
+from ._files import atomic_write, exclusive_write
 from ._fit import require_pillow
 from ._metadata import ImageMetadata, embed_png_metadata, sidecar_path
 from ._sniff import MIME_TYPES, sniff
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from .types import StepFunImage
 
-__all__ = ["ImageResultMixin", "ImagesResultMixin", "atomic_write", "default_filename", "exclusive_write"]
+__all__ = ["ImageResultMixin", "ImagesResultMixin", "default_filename"]
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
 _SLUG_CHARS = 48
@@ -57,109 +57,6 @@ def default_filename(image: StepFunImage, data: bytes) -> str:
     seed = image.seed if image.seed is not None else context.get("seed")
     stem = f"{seed}-{slug}" if seed is not None else slug
     return stem + _EXTENSIONS.get(sniff(data[:64]).format or "", ".png")
-
-
-_NAME_ATTEMPTS = 10_000
-
-
-def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
-    """A new, exclusively created temporary file beside the final name. Created with mode 0o666,
-    so the umask applies as for any other file the user writes (``mkstemp`` would give 0600)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
-    for _ in range(100):
-        temp = directory / f".{name}.{secrets.token_hex(6)}.part"
-        try:
-            return os.open(temp, flags, 0o666), temp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
-
-
-def _write_temp(path: Path, data: bytes) -> Path:
-    """``data`` fully written and synced to a temporary file beside ``path``; its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = _temp_file(path.parent, path.name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        _discard(temp)
-        raise
-    return temp
-
-
-def _discard(temp: Path) -> None:
-    try:
-        os.unlink(temp)
-    except OSError:
-        pass
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename over ``path`` (an existing file is
-    replaced): a crash mid-write never leaves a half-written file under the final name (the
-    temporary file is removed)."""
-    temp = _write_temp(path, data)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        _discard(temp)
-        raise
-
-
-def _candidates(path: Path) -> Iterator[Path]:
-    """``name.png``, ``name-2.png``, ``name-3.png``, ..."""
-    yield path
-    for number in range(2, _NAME_ATTEMPTS):
-        yield path.with_name(f"{path.stem}-{number}{path.suffix}")
-
-
-def _claim(temp: Path, candidate: Path) -> bool:
-    """Give the complete ``temp`` file the name ``candidate`` unless that name is taken (then
-    ``False``). A hard link claims the name atomically and never replaces a file; where hard
-    links are not supported, an ``O_EXCL`` placeholder reserves the name before the rename."""
-    try:
-        os.link(temp, candidate)
-    except FileExistsError:
-        return False
-    except (OSError, NotImplementedError, AttributeError):
-        # No hard links here (some network and FUSE file systems): the fallback raises real errors.
-        return _claim_exclusive(temp, candidate)
-    os.unlink(temp)
-    return True
-
-
-def _claim_exclusive(temp: Path, candidate: Path) -> bool:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(candidate, flags, 0o666)
-    except FileExistsError:
-        return False
-    os.close(fd)
-    try:
-        os.replace(temp, candidate)
-    except BaseException:
-        _discard(candidate)  # the empty placeholder is ours: never leave it under the final name
-        raise
-    return True
-
-
-def exclusive_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` under ``path``, or ``name-2.png``, ``name-3.png``, ... if taken, and return
-    the name used. Never overwrites a file, even when several threads or tasks save into the
-    same folder at once; the file is complete before it gets its name."""
-    temp = _write_temp(path, data)
-    try:
-        for candidate in _candidates(path):
-            if _claim(temp, candidate):
-                return candidate
-    except BaseException:
-        _discard(temp)
-        raise
-    _discard(temp)
-    raise FileExistsError(f"too many files named like {path}")
 
 
 def _is_directory_target(path: Path, raw: str | os.PathLike[str]) -> bool:
