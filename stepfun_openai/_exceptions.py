@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +19,22 @@ __all__ = [
     "QuotaExceededError",
     "StepFunRateLimitError",
     "StepFunValidationError",
+    "caller_stacklevel",
     "get_trace_id",
 ]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package (the
+    user's line), however deep in the package it is raised."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 class StepFunValidationError(ValueError):

@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 from . import catalog
-from ._exceptions import StepFunValidationError
+from ._exceptions import StepFunValidationError, caller_stacklevel
 from ._sniff import HEADER_BYTES, sniff
 
 __all__ = ["PIL_EXTRA_HINT", "ImageFitWarning", "fit_image", "fits", "require_pillow"]
@@ -100,7 +100,7 @@ def fit_image(data: bytes, limits: catalog.ImageLimits, *, param: str) -> bytes:
         )
     elif not changes:  # pragma: no cover - fits() said no, so something above changed
         changes.append(f"re-encoded {out_format}: {len(data):,} -> {len(encoded):,} bytes")
-    warnings.warn(f"fit=True changed {param}: {'; '.join(changes)}", ImageFitWarning, stacklevel=5)
+    warnings.warn(f"fit=True changed {param}: {'; '.join(changes)}", ImageFitWarning, stacklevel=caller_stacklevel())
     return encoded
 
 

@@ -1,30 +1,37 @@
-"""From typed keyword arguments to the request StepFun receives (shared by sync and async).
+"""From typed keyword arguments to the request StepFun receives, built once (sync, async and batch).
 
-Data flows one way: typed arguments -> images encoded -> merged with ``extra_body`` -> stable
-seed -> validated against the catalog -> the SDK sends it.
+Data flows one way: typed arguments -> images encoded (once) -> merged with ``extra_body`` ->
+stable seed -> validated against the catalog (reading what encoding learned about each image)
+-> a :class:`PreparedRequest`, which the images resource (or the batch, on every attempt) sends.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
-from openai import NotGiven, Omit
+from openai import NotGiven, Omit, not_given
 
 from . import catalog
 from ._exceptions import MalformedResponseError, StepFunValidationError
 from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
-from ._validation import check_image, validate_request, warn_if_retired
+from ._validation import validate_request, warn_if_retired
 from .types import StepFunImage, StepFunImagesResponse, StyleReference, ensure_private
 
-__all__ = ["ClientSettings", "deep_merge", "finish_images_response", "prepare_edit", "prepare_json"]
+__all__ = [
+    "CALL_OPTIONS",
+    "PARAMETERS",
+    "ClientSettings",
+    "PreparedRequest",
+    "deep_merge",
+    "finish_images_response",
+    "prepare",
+]
 
 _EXCERPT = 300
 
@@ -35,6 +42,101 @@ class ClientSettings:
     stable_seed: bool = True
     fit: bool = False
     """Convert/scale input images that the model would reject (needs Pillow); see ``_fit``."""
+
+
+PARAMETERS: dict[catalog.Endpoint, frozenset[str]] = {
+    "generations": frozenset(
+        {
+            "model",
+            "prompt",
+            "size",
+            "n",
+            "response_format",
+            "seed",
+            "steps",
+            "cfg_scale",
+            "negative_prompt",
+            "text_mode",
+            "style_reference",
+            "source_image",
+            "source_weight",
+        }
+    ),
+    "image2image": frozenset(
+        {"model", "prompt", "source_url", "source_weight", "size", "n", "response_format", "seed", "steps", "cfg_scale"}
+    ),
+    "edits": frozenset(
+        {
+            "image",
+            "prompt",
+            "model",
+            "size",
+            "n",
+            "response_format",
+            "seed",
+            "steps",
+            "cfg_scale",
+            "negative_prompt",
+            "text_mode",
+        }
+    ),
+}
+"""The typed keyword arguments of each endpoint's method (a test keeps them equal to the signatures)."""
+
+CALL_OPTIONS = frozenset({"fit", "extra_headers", "extra_query", "extra_body", "timeout"})
+"""The keyword arguments every image method takes besides the endpoint's parameters."""
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One logical call, ready to send on every attempt: merged, images encoded once, validated
+    once, seed fixed once. ``body`` is the JSON body (inline images as :class:`InlineImage`
+    pieces) or, for edits, the form fields beside ``files``."""
+
+    endpoint: catalog.Endpoint
+    body: dict[str, Any]
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    extra_headers: Mapping[str, str] | None = None
+    extra_query: Mapping[str, object] | None = None
+    timeout: float | httpx2.Timeout | NotGiven | None = not_given
+    _parts: _JSONParts | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        return f"/images/{self.endpoint}"
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.body.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+    def post_arguments(self, *, is_async: bool, max_retries: int | None = None) -> dict[str, Any]:
+        """``body``/``content``/``files``/``options`` for the SDK's ``_post``. A body with inline
+        images goes as raw content written around their base64 bytes (no ``json.dumps`` copies of
+        megabytes of base64), with its length known: sent as Content-Length, never chunked."""
+        from ._compat import make_request_options
+
+        headers = dict(self.extra_headers or {})
+        arguments: dict[str, Any] = {}
+        if self.files is not None:
+            headers = {"Content-Type": "multipart/form-data", **headers}
+            arguments.update(body=self.body, files=self.files)
+        elif self._parts is not None:
+            headers.update({"Content-Type": "application/json", "Content-Length": str(len(self._parts))})
+            arguments["content"] = AsyncJSONContent(self._parts) if is_async else JSONContent(self._parts)
+        else:
+            arguments["body"] = self.body
+        # extra_body is not passed on: it is already deep-merged into the body we send.
+        options = make_request_options(
+            extra_headers=headers or self.extra_headers,
+            extra_query=self.extra_query,
+            timeout=self.timeout,
+            security={"bearer_auth": True},
+        )
+        if max_retries is not None:
+            options["max_retries"] = max_retries
+        arguments["options"] = options
+        return arguments
 
 
 def given(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,6 +163,58 @@ def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict
     return merged
 
 
+def prepare(
+    endpoint: catalog.Endpoint,
+    arguments: Mapping[str, Any],
+    settings: ClientSettings,
+    *,
+    base_url: object = None,
+) -> PreparedRequest:
+    """The request for one call of ``client.images.<endpoint>``: ``arguments`` are the method's
+    keyword arguments (the endpoint's :data:`PARAMETERS` and the :data:`CALL_OPTIONS`); those
+    not given (``omit``) are not sent. ``fit=None`` means the client's ``settings.fit``."""
+    unknown = set(arguments) - PARAMETERS[endpoint] - CALL_OPTIONS - {"self"}
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) for {endpoint}: {', '.join(sorted(unknown))}")
+    fit = arguments.get("fit")
+    if isinstance(fit, bool):
+        settings = ClientSettings(validate=settings.validate, stable_seed=settings.stable_seed, fit=fit)
+    typed = given({k: v for k, v in arguments.items() if k in PARAMETERS[endpoint]})
+    extra_body = arguments.get("extra_body")
+    if endpoint == "image2image":
+        _refuse_image2image_on_step_plan(base_url, typed.get("model"), settings)
+    options: dict[str, Any] = {
+        "extra_headers": arguments.get("extra_headers"),
+        "extra_query": arguments.get("extra_query"),
+        "timeout": arguments.get("timeout", not_given),
+    }
+    if endpoint == "edits":
+        form, files = prepare_edit(typed, extra_body, settings)
+        return PreparedRequest(endpoint, form, files, **options)
+    body = prepare_json(endpoint, typed, extra_body, settings)
+    parts = _JSONParts(body) if any(True for _ in _inline_images(body)) else None
+    return PreparedRequest(endpoint, body, None, _parts=parts, **options)
+
+
+def _refuse_image2image_on_step_plan(base_url: object, model: object, settings: ClientSettings) -> None:
+    """The step_plan base URL serves generations and edits but no image2image (the contract):
+    refuse locally instead of letting the server answer 404."""
+    if not settings.validate:
+        return
+    path = base_url.path if isinstance(base_url, httpx2.URL) else str(base_url or "")
+    if "/step_plan/" not in path.rstrip("/") + "/":
+        return
+    raise StepFunValidationError(
+        "model",
+        model,
+        f"the step_plan base URL ({base_url}) has no image2image endpoint",
+        model=model if isinstance(model, str) else None,
+        endpoint="image2image",
+        hint=f"use DEFAULT_BASE_URL ({catalog.DEFAULT_BASE_URL}) for image2image, e.g. "
+        "client.with_options(base_url=stepfun_openai.DEFAULT_BASE_URL).images.image2image(...)",
+    )
+
+
 def _fitter(
     endpoint: catalog.Endpoint, model: object, settings: ClientSettings
 ) -> Callable[[bytes, str], bytes] | None:
@@ -80,18 +234,43 @@ def _fitter(
     return fit
 
 
-def _bind(fit: Callable[[bytes, str], bytes], param: str) -> Callable[[bytes], bytes]:
-    return lambda data: fit(data, param)
+class _Encoder:
+    """Encodes each image of a request once and remembers what it learned (format, pixel size,
+    bytes), so validation reads that instead of inspecting the encoded image again."""
+
+    def __init__(self, fit: Callable[[bytes, str], bytes] | None) -> None:
+        self.fit = fit
+        self.learned: dict[str, tuple[object, EncodedImage]] = {}
+        """``param -> (the wire value, what encoding learned)``: used while the body still holds it."""
+
+    def encode(self, value: Any, param: str, data_url: bool = True, *, key: str | None = None) -> object:
+        """A wire value: the user's string (URL, or base64 that cannot go as is) or an ``InlineImage``.
+        ``param`` names the argument in errors; ``key`` is where the value goes in the body."""
+        fit = self.fit
+        fit_one = (lambda data: fit(data, param)) if fit is not None else None
+        encoded = encode_inline(value, param=param, data_url=data_url, fit=fit_one)
+        if isinstance(encoded, EncodedImage):
+            self.learned[key or param] = (encoded.text, encoded)
+            return encoded.text
+        self.learned[key or param] = (encoded, encoded.encoded())
+        return encoded
+
+    def known(self, body: Mapping[str, Any]) -> dict[str, EncodedImage]:
+        """What encoding learned about the images still in ``body`` after the merge (an
+        ``extra_body`` value that replaced one is inspected by validation instead)."""
+        style = body.get("style_reference")
+        current = {
+            "source_url": body.get("source_url"),
+            "source_image": body.get("source_image"),
+            "style_reference.source_url": style.get("source_url") if isinstance(style, Mapping) else None,
+        }
+        return {param: info for param, (wire, info) in self.learned.items() if current.get(param, _MISSING) is wire}
 
 
-def _encode(value: Any, param: str, fit: Callable[[bytes, str], bytes] | None, data_url: bool = True) -> object:
-    """A wire value: the user's string (URL, or base64 that cannot go as is) or an ``InlineImage``."""
-    fit_one = _bind(fit, param) if fit is not None else None
-    encoded = encode_inline(value, param=param, data_url=data_url, fit=fit_one)
-    return encoded.text if isinstance(encoded, EncodedImage) else encoded
+_MISSING = object()
 
 
-def _style_reference(value: Any, fit: Callable[[bytes, str], bytes] | None = None) -> dict[str, Any]:
+def _style_reference(value: Any, encoder: _Encoder) -> dict[str, Any]:
     if isinstance(value, StyleReference):
         image, weight = value.image, value.weight
         extra: dict[str, Any] = {}
@@ -105,7 +284,10 @@ def _style_reference(value: Any, fit: Callable[[bytes, str], bytes] | None = Non
             value,
             "a StyleReference(image=..., weight=...) or a dict with image/source_url and weight",
         )
-    encoded: dict[str, Any] = {**extra, "source_url": _encode(image, "style_reference.image", fit)}
+    encoded: dict[str, Any] = {
+        **extra,
+        "source_url": encoder.encode(image, "style_reference.image", key="style_reference.source_url"),
+    }
     if weight is not None:
         encoded["weight"] = weight
     return encoded
@@ -130,6 +312,13 @@ def _stable_seed(body: dict[str, Any], settings: ClientSettings) -> None:
         body["seed"] = secrets.randbelow(catalog.SEED_MAX) + 1
 
 
+def _finish_body(body: dict[str, Any], settings: ClientSettings) -> None:
+    _whole_numbers_as_int(body)
+    _stable_seed(body, settings)
+    if isinstance(body.get("model"), str):
+        warn_if_retired(body["model"])
+
+
 def prepare_json(
     endpoint: catalog.Endpoint,
     typed: Mapping[str, Any],
@@ -138,49 +327,30 @@ def prepare_json(
 ) -> dict[str, Any]:
     """The JSON body for ``generations`` or ``image2image``."""
     body = given(typed)
-    fit = _fitter(endpoint, body.get("model"), settings)
+    encoder = _Encoder(_fitter(endpoint, body.get("model"), settings))
     if "source_url" in body:
-        body["source_url"] = _encode(body["source_url"], "source_url", fit)
+        body["source_url"] = encoder.encode(body["source_url"], "source_url")
     if "source_image" in body:
         # The seed guide sends bare base64 here, and that is what StepFun was seen to accept.
-        body["source_image"] = _encode(body["source_image"], "source_image", fit, data_url=False)
+        body["source_image"] = encoder.encode(body["source_image"], "source_image", data_url=False)
     if "style_reference" in body:
-        body["style_reference"] = _style_reference(body["style_reference"], fit)
+        body["style_reference"] = _style_reference(body["style_reference"], encoder)
     body = deep_merge(body, _extra_body(extra_body))
-    _whole_numbers_as_int(body)
-    _stable_seed(body, settings)
-    if isinstance(body.get("model"), str):
-        warn_if_retired(body["model"])
+    _finish_body(body, settings)
     if settings.validate:
-        _validate_with_inline_images(endpoint, body)
+        validate_request(endpoint, body, images=encoder.known(body))
     return body
 
 
-def _inline_images(body: Mapping[str, Any]) -> list[tuple[str, InlineImage]]:
-    found = [(key, value) for key, value in body.items() if isinstance(value, InlineImage)]
+def _inline_images(body: Mapping[str, Any]) -> Iterator[tuple[str, InlineImage]]:
+    for key, value in body.items():
+        if isinstance(value, InlineImage):
+            yield key, value
     style = body.get("style_reference")
     if isinstance(style, Mapping):
-        found += [(f"style_reference.{k}", v) for k, v in style.items() if isinstance(v, InlineImage)]
-    return found
-
-
-def _validate_with_inline_images(endpoint: catalog.Endpoint, body: Mapping[str, Any]) -> None:
-    """``validate_request`` on the body, inline images checked from their header and byte count
-    (never turned into a string)."""
-    inline = _inline_images(body)
-    if not inline:
-        validate_request(endpoint, body)
-        return
-    view = {key: (value.head_text() if isinstance(value, InlineImage) else value) for key, value in body.items()}
-    if isinstance(body.get("style_reference"), Mapping):
-        view["style_reference"] = {
-            k: (v.head_text() if isinstance(v, InlineImage) else v) for k, v in body["style_reference"].items()
-        }
-    spec = validate_request(endpoint, view)
-    if spec.image_limits is None:
-        return
-    for param, image in inline:
-        check_image(param, image.encoded(), image.nbytes, spec.image_limits, str(body.get("model")), endpoint)
+        for key, value in style.items():
+            if isinstance(value, InlineImage):
+                yield f"style_reference.{key}", value
 
 
 class _JSONParts:
@@ -217,24 +387,33 @@ def _replace_inline(value: Any) -> Any:
     return value
 
 
-class JSONContent(_JSONParts):
+class JSONContent:
     """A JSON request body for the sync client: iterable (and re-iterable, for retries) parts.
     ``sent`` is the body as a mapping, for provenance."""
 
+    def __init__(self, parts: _JSONParts) -> None:
+        self._parts = parts
+        self.sent = parts.sent
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self.parts)
+        return iter(self._parts.parts)
 
 
-class AsyncJSONContent(_JSONParts):
+class AsyncJSONContent(JSONContent):
     """The async client's :class:`JSONContent`."""
 
+    __iter__ = None  # type: ignore[assignment]  # httpx2 must take the async path
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for part in self.parts:
+        for part in self._parts.parts:
             yield part
 
 
 def has_inline_images(body: Mapping[str, Any]) -> bool:
-    return bool(_inline_images(body))
+    return any(True for _ in _inline_images(body))
 
 
 def _form_value(value: Any) -> Any:
@@ -258,15 +437,24 @@ def prepare_edit(
     filename = body.pop("filename", None)
     info = sniff(image[:HEADER_BYTES])
     body = deep_merge(body, _extra_body(extra_body))
-    _whole_numbers_as_int(body)
-    _stable_seed(body, settings)
-    if isinstance(body.get("model"), str):
-        warn_if_retired(body["model"])
+    _finish_body(body, settings)
     if settings.validate:
         validate_request("edits", body, edit_image=info, edit_bytes=len(image))
     form = {key: _form_value(value) for key, value in body.items()}
     name = filename or f"image.{info.format or 'png'}"
     return form, [("image", (name, image, info.mime_type))]
+
+
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def is_base64(text: str) -> bool:
+    """Whether ``text`` is strict, padded base64, checked without decoding it: the response keeps
+    one copy of each image (its base64), decoded once when it is read or saved."""
+    if len(text) % 4 or not text.isascii():
+        return False
+    padding = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
+    return text.encode("ascii").translate(None, _BASE64_ALPHABET) == b"=" * padding
 
 
 def _excerpt(response: httpx2.Response) -> str:
@@ -324,11 +512,8 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
         if image.b64_json is None and image.image is not None:
             image.b64_json = image.image
         if image.b64_json is not None:
-            try:
-                # Decoded once: the check's result is what read() and save() hand out later.
-                image._data = base64.b64decode(image.b64_json, validate=True)
-            except (binascii.Error, ValueError):
-                raise malformed(f"data[{index}].b64_json is not valid base64", response) from None
+            if not is_base64(image.b64_json):
+                raise malformed(f"data[{index}].b64_json is not valid base64", response)
         elif image.url is None and not image.content_filtered:
             raise malformed(f"data[{index}] has neither url nor b64_json", response)
         image._context = {**request_info, "index": index, "created": result.created, "trace_id": trace_id}

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import catalog
-from ._exceptions import StepFunValidationError
+from ._exceptions import StepFunValidationError, caller_stacklevel
 from ._inputs import EncodedImage, inspect_image_string
 from ._sniff import ImageInfo
 
 __all__ = ["check_image", "validate_request", "warn_if_retired"]
+
 
 _warned_models: set[str] = set()
 
@@ -30,7 +31,7 @@ def warn_if_retired(model: str) -> None:
         f"StepFun retired {model} on {spec.retired_on}; use {spec.replacement} instead "
         "(the request is sent anyway, but StepFun may reject it)",
         DeprecationWarning,
-        stacklevel=4,
+        stacklevel=caller_stacklevel(),
     )
 
 
@@ -135,9 +136,19 @@ def _check_size(value: object, spec: catalog.EndpointSpec, model: str, endpoint:
 
 
 def validate_request(
-    endpoint: catalog.Endpoint, body: Mapping[str, Any], *, edit_image: ImageInfo | None = None, edit_bytes: int = 0
+    endpoint: catalog.Endpoint,
+    body: Mapping[str, Any],
+    *,
+    images: Mapping[str, EncodedImage] | None = None,
+    edit_image: ImageInfo | None = None,
+    edit_bytes: int = 0,
 ) -> catalog.EndpointSpec:
-    """Raise ``StepFunValidationError`` for the first parameter the catalog rejects."""
+    """Raise ``StepFunValidationError`` for the first parameter the catalog rejects.
+
+    ``images`` holds what encoding already learned about the body's images (by parameter:
+    ``source_url``, ``source_image``, ``style_reference.source_url``); an image not in it (one
+    given as a string in ``extra_body``) is inspected from its first bytes."""
+    images = images or {}
     model = body.get("model")
     spec = _spec_for(model, endpoint)
     assert isinstance(model, str)
@@ -164,11 +175,11 @@ def validate_request(
         if not isinstance(body["text_mode"], bool):
             _fail("text_mode", body["text_mode"], "true or false", model, endpoint)
     if "style_reference" in body:
-        _check_style_reference(body["style_reference"], spec, model, endpoint)
+        _check_style_reference(body["style_reference"], spec, model, endpoint, images)
     if endpoint == "generations":
-        _check_source_image(body, spec, model)
+        _check_source_image(body, spec, model, images)
     if endpoint == "image2image":
-        _check_image2image_source(body, spec, model)
+        _check_image2image_source(body, spec, model, images)
     if endpoint == "edits" and edit_image is not None and spec.image_limits is not None:
         check_image("image", edit_image, edit_bytes, spec.image_limits, model, endpoint)
     return spec
@@ -184,51 +195,65 @@ def _who_has(endpoint: catalog.Endpoint, feature: str) -> str:
     return f"not supported by this model; only {', '.join(models) or 'no model'} on /images/{endpoint}"
 
 
-def _check_style_reference(value: object, spec: catalog.EndpointSpec, model: str, endpoint: catalog.Endpoint) -> None:
+def _check_source(
+    param: str,
+    source: object,
+    images: Mapping[str, EncodedImage],
+    spec: catalog.EndpointSpec,
+    model: str,
+    endpoint: catalog.Endpoint,
+    allowed: str,
+) -> None:
+    """A source image: what encoding learned about it, or else its string inspected."""
+    encoded = images.get(param)
+    if encoded is None:
+        if not isinstance(source, str) or not source:
+            _fail(param, source, allowed, model, endpoint)
+        assert isinstance(source, str)
+        if spec.image_limits is None:
+            return
+        encoded = inspect_image_string(source, param=param)
+    if spec.image_limits is not None:
+        check_image(param, encoded, encoded.nbytes, spec.image_limits, model, endpoint)
+
+
+def _check_style_reference(
+    value: object,
+    spec: catalog.EndpointSpec,
+    model: str,
+    endpoint: catalog.Endpoint,
+    images: Mapping[str, EncodedImage],
+) -> None:
     if not spec.style_reference:
         _fail("style_reference", "{...}", _who_has(endpoint, "style_reference"), model, endpoint)
     if not isinstance(value, Mapping):
         _fail("style_reference", value, "an object with source_url (or image) and weight", model, endpoint)
     assert isinstance(value, Mapping)
     source = value.get("source_url", value.get("image"))
-    if not isinstance(source, str) or not source:
-        _fail(
-            "style_reference.source_url", source, "an http(s) URL, a data: URL or base64 of a png/jpeg", model, endpoint
-        )
-    assert isinstance(source, str)
-    if spec.image_limits is not None:
-        encoded = inspect_image_string(source, param="style_reference.source_url")
-        check_image("style_reference.source_url", encoded, encoded.nbytes, spec.image_limits, model, endpoint)
+    allowed = "an http(s) URL, a data: URL or base64 of a png/jpeg"
+    _check_source("style_reference.source_url", source, images, spec, model, endpoint, allowed)
     if "weight" in value:
         _check_number("style_reference.weight", value["weight"], catalog.STYLE_WEIGHT, model, endpoint)
 
 
-def _check_source_image(body: Mapping[str, Any], spec: catalog.EndpointSpec, model: str) -> None:
+def _check_source_image(
+    body: Mapping[str, Any], spec: catalog.EndpointSpec, model: str, images: Mapping[str, EncodedImage]
+) -> None:
     if "source_image" not in body and "source_weight" not in body:
         return
     if not spec.source_image:
         _fail("source_image", "<image>", _who_has("generations", "source_image"), model, "generations")
-    source = body.get("source_image")
-    if not isinstance(source, str) or not source:
-        _fail(
-            "source_image", source, "required with source_weight: base64 (or a URL) of a png/jpeg", model, "generations"
-        )
-    assert isinstance(source, str)
-    if spec.image_limits is not None:
-        encoded = inspect_image_string(source, param="source_image")
-        check_image("source_image", encoded, encoded.nbytes, spec.image_limits, model, "generations")
+    allowed = "required with source_weight: base64 (or a URL) of a png/jpeg"
+    _check_source("source_image", body.get("source_image"), images, spec, model, "generations", allowed)
     if "source_weight" in body:
         _check_number("source_weight", body["source_weight"], catalog.SOURCE_WEIGHT, model, "generations")
 
 
-def _check_image2image_source(body: Mapping[str, Any], spec: catalog.EndpointSpec, model: str) -> None:
-    source = body.get("source_url")
-    if not isinstance(source, str) or not source:
-        _fail("source_url", source, "required: an http(s) URL or a data: URL of a png/jpeg", model, "image2image")
-    assert isinstance(source, str)
-    if spec.image_limits is not None:
-        encoded = inspect_image_string(source, param="source_url")
-        check_image("source_url", encoded, encoded.nbytes, spec.image_limits, model, "image2image")
+def _check_image2image_source(
+    body: Mapping[str, Any], spec: catalog.EndpointSpec, model: str, images: Mapping[str, EncodedImage]
+) -> None:
+    allowed = "required: an http(s) URL or a data: URL of a png/jpeg"
+    _check_source("source_url", body.get("source_url"), images, spec, model, "image2image", allowed)
     if "source_weight" not in body:
         _fail(
             "source_weight",
