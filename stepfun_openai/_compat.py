@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from openai import _legacy_response as legacy_response
-from openai._base_client import make_request_options
+from openai._base_client import AsyncHttpxClientWrapper, make_request_options
 from openai._client import (
     AsyncOpenAIWithRawResponse,
     AsyncOpenAIWithStreamedResponse,
@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - older openai releases
 __all__ = [
     "RAW_RESPONSE_HEADER",
     "AsyncAPIResource",
+    "AsyncHttpxClientWrapper",
     "AsyncOpenAIWithRawResponse",
     "AsyncOpenAIWithStreamedResponse",
     "AsyncStream",
@@ -49,6 +50,7 @@ __all__ = [
     "SyncAPIResource",
     "async_to_streamed_response_wrapper",
     "cached_property",
+    "connection_limit",
     "legacy_response",
     "make_request_options",
     "openapi_dumps",
@@ -73,3 +75,11 @@ def scrub_openai_environment(client: object, explicit: set[str], default_headers
     client._custom_headers = headers  # type: ignore[attr-defined]
     if hasattr(client, "_ambient_authorizations"):
         client._ambient_authorizations = frozenset()
+
+
+def connection_limit(http_client: object) -> int | None:
+    """The most connections an httpx2 client's pool opens (``None`` if it cannot be read): the
+    SDK's default pool holds 1,000, which caps the requests in flight at once."""
+    pool = getattr(getattr(http_client, "_transport", None), "_pool", None)
+    limit = getattr(pool, "_max_connections", None)
+    return limit if isinstance(limit, int) else None

@@ -68,7 +68,7 @@ def test_an_image_in_extra_body_is_sent_but_only_its_digest_is_in_the_manifest(
         described.startswith(f"<inline image, {len(b64)} chars, sha256 ")
         and line["params"]["extra_body"]["source_weight"] == 0.5
     )
-    nested = batch._jobs._describe(style)["extra_body"]["style_reference"]
+    nested = batch._jobs.describe_params(style)["extra_body"]["style_reference"]
     assert nested["source_url"].startswith("<inline image") and nested["weight"] == 1
     # The id still hashes the whole image: stable for the same image, new for another one.
     (first,) = batch._jobs._prepare([job], {})

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -233,7 +232,7 @@ def _file_stem(job_id: str) -> str:
     return safe
 
 
-def _describe(params: Mapping[str, Any]) -> dict[str, Any]:
+def describe_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters for the manifest: image payloads become a short description, never base64,
     wherever they are (top level, ``extra_body``, a ``style_reference``)."""
     return {str(k): _describe_value(v, str(k)) for k, v in params.items()}
@@ -297,15 +296,10 @@ class _Work:
 
 
 def _allowed_params(endpoint: JobEndpoint) -> set[str]:
-    from .._images import AsyncImages
+    """What a job for ``endpoint`` may set: the method's parameters, ``fit`` and ``extra_body``."""
+    from .._requests import PARAMETERS
 
-    method: dict[JobEndpoint, Callable[..., Any]] = {
-        "generate": AsyncImages.generate,
-        "image2image": AsyncImages.image2image,
-        "edit": AsyncImages.edit,
-    }
-    names = set(inspect.signature(method[endpoint]).parameters) - {"self"}
-    return names - _NOT_JOB_PARAMS
+    return set(PARAMETERS[_CATALOG_ENDPOINT[endpoint]] | {"fit", "extra_body"}) - _NOT_JOB_PARAMS
 
 
 _IGNORED_PARAMS = frozenset({"response_format"})

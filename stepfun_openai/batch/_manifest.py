@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -131,9 +131,19 @@ class Manifest:
                 if isinstance(event, dict) and isinstance(event.get("id"), str):
                     yield event
 
-    def finished(self) -> dict[str, dict[str, Any]]:
-        """The events of the jobs a resumed batch skips."""
-        return {job_id: event for job_id, event in self.read().items() if event.get("status") in FINISHED}
+    def finished(self) -> dict[str, tuple[str, str | None]]:
+        """``job id -> (status, error type)`` of the jobs a resumed batch skips. Only these two
+        strings are kept per job, so resuming a long manifest costs little memory."""
+        latest: dict[str, tuple[str, str | None]] = {}
+        for event in self.events():
+            status = event.get("status")
+            if status in FINISHED:
+                error = event.get("error")
+                kind = error.get("type") if isinstance(error, dict) else None
+                latest[event["id"]] = (str(status), kind if isinstance(kind, str) else None)
+            else:
+                latest.pop(event["id"], None)  # a later line that is not final: the job runs again
+        return latest
 
     def open(self) -> None:
         """Open for appending, holding an exclusive lock so two batches cannot share the manifest."""
@@ -153,11 +163,15 @@ class Manifest:
 
     def append(self, event: Mapping[str, Any]) -> None:
         """Write one event durably: the line is on disk when this returns. Thread-safe."""
-        line = json.dumps(event, ensure_ascii=False, default=str) + "\n"
+        self.append_many([event])
+
+    def append_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Write events durably, one flush and one fsync for all: on disk when this returns."""
+        text = "".join(json.dumps(event, ensure_ascii=False, default=str) + "\n" for event in events)
         with self._lock:
             if self._handle is None:
                 raise RuntimeError("the manifest is not open")
-            self._handle.write(line)
+            self._handle.write(text)
             self._handle.flush()
             os.fsync(self._handle.fileno())
 

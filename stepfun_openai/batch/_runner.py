@@ -1,20 +1,26 @@
-"""Running a batch: the job loop, the limiter around each attempt, the files and the manifest."""
+"""Running a batch: one retry loop per job around the client's own sender, inside the limiter.
+
+Each job's request is prepared once (:func:`stepfun_openai._requests.prepare`: merged, encoded,
+validated, seeded) before it takes a rate-limit slot, so an invalid job costs no capacity; every
+attempt sends that same request through ``client.images._send`` with the client's retries off
+(``max_retries=0``): the batch's loop is the only one, and each attempt passes the limiter. A
+finished job's outcome goes to the :class:`~._writer.GroupWriter`, and the job's worker moves on.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import datetime as _dt
 import os
-import secrets
 import time
+import warnings
 from collections.abc import AsyncIterable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import openai
 
-from .. import catalog
 from .._exceptions import (
     ContentBlockedError,
     InsufficientBalanceError,
@@ -23,15 +29,17 @@ from .._exceptions import (
     get_trace_id,
 )
 from .._retry import RetryPolicy, async_retrying, retry_after_seconds
-from .._sniff import sniff
-from ._jobs import _CATALOG_ENDPOINT, Job, JobEndpoint, _check_defaults, _describe, _file_stem, _prepare, _Work
-from ._manifest import Manifest, add_png_text, fsync_dir, remove_stale_temp_files, write_atomic
+from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _file_stem, _prepare, _Work, describe_params
+from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
 from ._ratelimit import AdaptiveLimiter, resolve_limits
 from ._result import BatchInterrupted, BatchResult, _count
+from ._writer import Commit, GroupWriter
 
 if TYPE_CHECKING:
     from .._client import AsyncStepFun, StepFun
+    from .._requests import PreparedRequest
+    from ..types import StepFunImagesResponse
 
 _FATAL_STATUS = frozenset({401, 402, 403, 404})
 """The key, the balance, the permission or the base URL is wrong: every other job would fail too."""
@@ -39,10 +47,6 @@ _MAX_RATE_LIMITED_ATTEMPTS = 30
 _UNREACHABLE_AFTER = 5
 """Connection errors in a row, before any answer from the server, that stop the batch (at least
 this many, or the concurrency up to 20)."""
-METADATA_KEY = "stepfun-openai"
-"""The PNG ``iTXt`` keyword under which each saved image carries its provenance (JSON)."""
-
-# --- running ----------------------------------------------------------------------------------
 
 
 def _now_iso() -> str:
@@ -77,18 +81,19 @@ class _Runner:
         client: AsyncStepFun,
         policy: RetryPolicy,
         limiter: AdaptiveLimiter,
-        manifest: Manifest,
-        out: Path,
+        writer: GroupWriter,
         result: BatchResult,
-        progress: Progress,
     ) -> None:
+        from .._requests import ClientSettings
+
         self.client = client
         self.policy = policy
         self.limiter = limiter
-        self.manifest = manifest
-        self.out = out
+        self.writer = writer
         self.result = result
-        self.progress = progress
+        settings: ClientSettings = getattr(client, "_stepfun_settings", ClientSettings())
+        # The batch always fixes the seed before the first attempt (and records it), whatever the client does.
+        self.settings = dataclasses.replace(settings, stable_seed=True)
         self.stop: str | None = None
         self.reached = False
         """Some request got an answer from the server (so connection errors are not its absence)."""
@@ -103,7 +108,7 @@ class _Runner:
             "index": work.index,
             "status": status,
             "endpoint": work.endpoint,
-            "params": _describe(work.params),
+            "params": describe_params(work.params),
             "seed": fields.pop("seed", work.params.get("seed")),
             "file": None,
             "error": None,
@@ -115,15 +120,8 @@ class _Runner:
         event.update(fields)
         return event
 
-    async def _finish(self, work: _Work, event: dict[str, Any], reason: str | None = None) -> None:
-        await asyncio.to_thread(self.manifest.append, event)
-        _count(self.result, event["status"], reason)
-        self._tick()
-
-    def _tick(self) -> None:
-        result = self.result
-        not_ok = result.total - result.pending - result.succeeded + result.failed
-        self.progress.update(succeeded=result.succeeded, failed=not_ok, rate_limited=self.limiter.rate_limited)
+    async def _finish(self, event: dict[str, Any], reason: str | None = None) -> None:
+        await self.writer.submit(Commit(event, reason=reason))
 
     # -- one job --
 
@@ -131,17 +129,12 @@ class _Runner:
         started = time.monotonic()
         if work.invalid is not None:
             error = {"type": "StepFunValidationError", "message": work.invalid}
-            await self._finish(work, self._record(work, "invalid", started, error=error), "invalid")
+            await self._finish(self._record(work, "invalid", started, error=error), "invalid")
             return
-        params = {**work.params, "response_format": "b64_json"}
-        if not params.get("seed"):
-            # Chosen once per job, so every retry asks for the same image (and the manifest says which).
-            params["seed"] = secrets.randbelow(catalog.SEED_MAX) + 1
-        work.params = {**work.params, "seed": params["seed"]}
         try:
-            self._check(work.endpoint, params)
+            request = self._prepare(work)
         except (StepFunValidationError, TypeError, ValueError, OSError) as exc:
-            await self._finish(work, self._record(work, "invalid", started, error=_error_of(exc)), "invalid")
+            await self._finish(self._record(work, "invalid", started, error=_error_of(exc)), "invalid")
             return
         retrying = async_retrying(
             self.policy,
@@ -154,16 +147,16 @@ class _Runner:
         try:
             async for attempt in retrying:
                 with attempt:
-                    response = await self._attempt(work, params)
+                    response = await self._attempt(work, request)
         except _StopRequested:
             return  # not recorded: it runs when the batch is resumed
         except (StepFunValidationError, openai.BadRequestError) as exc:
             # A 400 from StepFun is as final as a local validation error: not sent again on resume.
             event = self._record(work, "invalid", started, error=_error_of(exc), trace_id=get_trace_id(exc))
-            await self._finish(work, event, "invalid")
+            await self._finish(event, "invalid")
         except ContentBlockedError as exc:
             event = self._record(work, "blocked", started, error=_error_of(exc), trace_id=get_trace_id(exc))
-            await self._finish(work, event, "blocked (451)")
+            await self._finish(event, "blocked (451)")
         except InsufficientBalanceError as exc:  # includes QuotaExceededError, a 429 that waiting cannot fix
             await self._fail(work, exc, started, fatal=True)
         except Exception as exc:
@@ -172,17 +165,28 @@ class _Runner:
         else:
             await self._succeed(work, response, started)
 
+    def _prepare(self, work: _Work) -> PreparedRequest:
+        """The job's one request: what every attempt sends (a batch always asks for ``b64_json``)."""
+        from .._requests import prepare
+
+        arguments = {**work.params, "response_format": "b64_json"}
+        request = prepare(
+            _CATALOG_ENDPOINT[work.endpoint], arguments, self.settings, base_url=getattr(self.client, "base_url", None)
+        )
+        work.params = {**work.params, "seed": request.seed}  # the manifest says which image was asked for
+        return request
+
     def _before_attempt(self, state: object) -> None:
         if self.stop is not None:
             raise _StopRequested
 
-    async def _attempt(self, work: _Work, params: dict[str, Any]) -> Any:
+    async def _attempt(self, work: _Work, request: PreparedRequest) -> StepFunImagesResponse:
         """One HTTP request, inside the limiter, whose feedback it gives."""
         sent_at = await self.limiter.acquire()
         work.attempts += 1
         self.result.requests += 1
         try:
-            response = await self._call(work.endpoint, params)
+            response = await self.client.images._send(request, max_retries=0)
         except Exception as exc:
             self.limiter.release()
             if isinstance(exc, openai.APIConnectionError):
@@ -221,83 +225,39 @@ class _Runner:
         if self.stop is not None:
             raise _StopRequested from exc
 
-    def _check(self, endpoint: JobEndpoint, params: Mapping[str, Any]) -> None:
-        """Validate (and encode) the request before it takes a rate-limit slot."""
-        from .._requests import ClientSettings, prepare_edit, prepare_json
-
-        settings: ClientSettings = getattr(self.client, "_stepfun_settings", ClientSettings())
-        typed = {k: v for k, v in params.items() if k != "extra_body"}
-        extra = params.get("extra_body")
-        if endpoint == "edit":
-            prepare_edit(typed, extra, settings)
-        else:
-            prepare_json(_CATALOG_ENDPOINT[endpoint], typed, extra, settings)
-
-    async def _call(self, endpoint: JobEndpoint, params: dict[str, Any]) -> Any:
-        images = self.client.images
-        if endpoint == "generate":
-            return await images.generate(**params)
-        if endpoint == "image2image":
-            return await images.image2image(**params)
-        return await images.edit(**params)
-
     async def _fail(self, work: _Work, exc: BaseException, started: float, *, fatal: bool = False) -> None:
         event = self._record(work, "failed", started, error=_error_of(exc), trace_id=get_trace_id(exc))
         if fatal and self.stop is None:
             self.stop = f"{type(exc).__name__}: {exc}"
-        await self._finish(work, event, type(exc).__name__)
+        await self._finish(event, type(exc).__name__)
 
-    async def _succeed(self, work: _Work, response: Any, started: float) -> None:
-        images = list(response.images)
-        trace_id = getattr(response, "trace_id", None)
+    async def _succeed(self, work: _Work, response: StepFunImagesResponse, started: float) -> None:
+        images = response.images
+        trace_id = response.trace_id
         seed = images[0].seed if images and images[0].seed is not None else work.params.get("seed")
         if any(image.content_filtered for image in images):
-            event = self._record(
-                work,
-                "content_filtered",
-                started,
-                seed=seed,
-                trace_id=trace_id,
-                error={"type": "content_filtered", "message": "StepFun moderation marked the image content_filtered"},
-            )
-            await self._finish(work, event, "content_filtered")
+            error = {"type": "content_filtered", "message": "StepFun moderation marked the image content_filtered"}
+            event = self._record(work, "content_filtered", started, seed=seed, trace_id=trace_id, error=error)
+            await self._finish(event, "content_filtered")
             return
-        stem = _file_stem(work.id)
-        paths: list[Path] = []
-        for number, image in enumerate(images):
-            data = base64.b64decode(image.b64_json or "")
-            suffix = "" if number == 0 else f"-{number}"
-            extension = sniff(data[:64]).format or "png"
-            paths.append(self.out / f"{stem}{suffix}.{'jpg' if extension == 'jpeg' else extension}")
-        event = self._record(
-            work, "succeeded", started, seed=seed, trace_id=trace_id, file=self._relative(paths[0]) if paths else None
-        )
-        if len(paths) > 1:
-            event["files"] = [self._relative(p) for p in paths]
-        # The order is the crash-safety: every file in place (atomically), then the manifest line.
-        for image, path in zip(images, paths, strict=True):
-            if hasattr(image, "asave"):
-                await image.asave(path)  # atomic, with the request's provenance in the file
-            else:  # pragma: no cover - before StepFunImage.save existed
-                data = base64.b64decode(image.b64_json or "")
-                provenance = {"job_id": work.id, **_describe(work.params), "seed": image.seed, "trace_id": trace_id}
-                await asyncio.to_thread(write_atomic, path, add_png_text(data, METADATA_KEY, provenance))
+        event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
+        await self.writer.submit(Commit(event, images=images, stem=_file_stem(work.id)))
 
-        def commit() -> None:
-            fsync_dir(self.out)  # the renames are durable before the line that vouches for them
-            self.manifest.append(event)
 
-        await asyncio.to_thread(commit)
-        self.result.generated += 1
-        self.result.files.extend(paths)
-        _count(self.result, "succeeded")
-        self._tick()
+def _committed(result: BatchResult, limiter: AdaptiveLimiter, bar: Progress) -> Any:
+    """What the writer reports back, on the event loop: counts, files, progress."""
 
-    def _relative(self, path: Path) -> str:
-        try:
-            return os.path.relpath(path, self.manifest.path.parent)
-        except ValueError:  # pragma: no cover - another drive on Windows
-            return str(path)
+    def on_committed(group: list[Commit]) -> None:
+        for commit in group:
+            status = commit.event["status"]
+            if status == "succeeded":
+                result.generated += 1
+                result.files.extend(commit.files)
+            _count(result, status, commit.reason)
+        not_ok = result.total - result.pending - result.succeeded + result.failed
+        bar.update(succeeded=result.succeeded, failed=not_ok, rate_limited=limiter.rate_limited, advance=len(group))
+
+    return on_committed
 
 
 async def _iterate(jobs: Iterable[Any] | AsyncIterable[Any]) -> list[Any]:
@@ -345,7 +305,7 @@ async def arun(
         _holder.append(result)
 
     book.open()
-    owns_client = client is None
+    owned: AsyncStepFun | None = None
     try:
         remove_stale_temp_files(out_dir)
         finished = book.finished()
@@ -356,47 +316,31 @@ async def arun(
                 todo.append(work)
                 continue
             result.skipped += 1
-            status = previous["status"]
-            error = previous.get("error") or {}
+            status, error_type = previous
             reason = {"blocked": "blocked (451)"}.get(status, status)
             if status == "failed":
-                reason = error.get("type", "failed")
+                reason = error_type or "failed"
             _count(result, status, reason)
-        if client is None:
-            from .._client import AsyncStepFun
-
-            client = AsyncStepFun()
-        policy = client.retry_policy
-        # Every HTTP request goes through the limiter: the batch does the retrying, not the client.
-        batch_client = client.with_options(max_retries=0)
+        del finished
+        client, owned = await _client_for(client, limits.concurrency)
         limiter = AdaptiveLimiter(limits)
         bar = Progress(
             result.total, initial=result.skipped, enabled=progress, description="stepfun", stream=progress_stream
         )
-        runner = _Runner(
-            client=batch_client,
-            policy=policy,
-            limiter=limiter,
-            manifest=book,
-            out=out_dir,
-            result=result,
-            progress=bar,
-        )
-        queue: asyncio.Queue[_Work] = asyncio.Queue()
-        for work in todo:
-            queue.put_nowait(work)
+        writer = GroupWriter(book, out_dir, on_committed=_committed(result, limiter, bar))
+        runner = _Runner(client=client, policy=client.retry_policy, limiter=limiter, writer=writer, result=result)
+        pending = iter(todo)
 
         async def worker() -> None:
-            while runner.stop is None:
-                try:
-                    work = queue.get_nowait()
-                except asyncio.QueueEmpty:
+            for work in pending:
+                if runner.stop is not None or writer.error is not None:
                     return
                 await runner.run_job(work)
 
         workers = [asyncio.create_task(worker()) for _ in range(max(1, min(limits.concurrency, len(todo))))]
         try:
             await asyncio.gather(*workers)
+            await writer.drain()
         except BaseException:
             for task in workers:
                 task.cancel()
@@ -404,29 +348,52 @@ async def arun(
             result.interrupted = True
             raise
         finally:
+            writer.close()  # whatever was handed over is committed, even after Ctrl-C
             result.elapsed = time.monotonic() - started
             result.stopped = runner.stop
             bar.close()
     finally:
         book.close()
-        if owns_client and client is not None:
-            await client.close()
+        if owned is not None:
+            await owned.close()
     return result
 
 
-def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
-    """A new ``AsyncStepFun`` with the settings of ``client`` (sync or async)."""
-    from .._client import AsyncStepFun
+async def _client_for(client: AsyncStepFun | None, concurrency: int) -> tuple[AsyncStepFun, AsyncStepFun | None]:
+    """The client the batch sends with, and the one it must close (if it made one).
 
-    return AsyncStepFun(
-        api_key=client.api_key,
-        base_url=client.base_url,
-        retry_policy=client.retry_policy,
-        validate=client.validate,
-        stable_seed=client.stable_seed,
-        timeout=client.timeout,
-        default_headers=dict(getattr(client, "_custom_headers", {}) or {}) or None,
+    Requests in flight are capped by the connection pool (the SDK's default holds 1,000): a
+    batch allowed more sends with a copy of the client (every setting kept) whose pool is that
+    large. A pool the user built is theirs: a warning says it caps the batch instead.
+    """
+    from .._compat import AsyncHttpxClientWrapper, connection_limit
+
+    owned: AsyncStepFun | None = None
+    if client is None:
+        from .._client import AsyncStepFun
+
+        client = owned = AsyncStepFun()
+    limit = connection_limit(client._client)
+    if limit is None or limit >= concurrency:
+        return client, owned
+    if isinstance(client._client, AsyncHttpxClientWrapper):
+        import httpx2
+
+        pool = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        larger = client.with_options(
+            http_client=AsyncHttpxClientWrapper(base_url=client.base_url, timeout=client.timeout, limits=pool)
+        )
+        if owned is not None:
+            await owned.close()  # never used: the copy sends instead
+        return larger, larger
+    warnings.warn(
+        f"the client's HTTP connection pool holds {limit} connections, fewer than the batch's concurrency "
+        f"({concurrency}): at most {limit} requests will be in flight. Build the client with "
+        f"http_client=openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_connections={concurrency}))",
+        UserWarning,
+        stacklevel=3,
     )
+    return client, owned
 
 
 def run(
@@ -483,3 +450,26 @@ def run(
         partial = holder[0] if holder else BatchResult(out=Path(out))
         partial.interrupted = True
         raise BatchInterrupted(partial) from None
+
+
+def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
+    """An ``AsyncStepFun`` with every setting of ``client`` and connections of its own (an async
+    client's connections belong to the event loop that opened them)."""
+    from .._client import AsyncStepFun
+
+    if isinstance(client, AsyncStepFun) and not hasattr(client, "to_sync"):
+        return client.copy()
+    if isinstance(client, AsyncStepFun):
+        return client.to_sync().to_async()  # type: ignore[attr-defined,no-any-return]
+    if hasattr(client, "to_async"):
+        return client.to_async()  # type: ignore[no-any-return]
+    return AsyncStepFun(  # TEMPORARY until to_async lands
+        api_key=client.api_key,
+        base_url=client.base_url,
+        retry_policy=client.retry_policy,
+        validate=client.validate,
+        stable_seed=client.stable_seed,
+        fit=client.fit,
+        timeout=client.timeout,
+        default_headers=dict(getattr(client, "_custom_headers", {}) or {}) or None,
+    )
