@@ -285,6 +285,12 @@ def split_options(
 def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T]) -> _T:
     """Run ``fn`` (one HTTP attempt) under ``policy``; the last error is raised unchanged, with
     ``attempts`` (how many HTTP requests were made) set on it."""
+    if policy.max_retries == 0:  # one attempt: no loop to run (the batch's attempts come here)
+        try:
+            return fn()
+        except Exception as exc:
+            _gave_up(exc, 1, policy)
+            raise
     attempts = 0
 
     def attempt() -> _T:
@@ -305,6 +311,12 @@ def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T]) -> _T:
 
 async def acall_with_retries(policy: RetryPolicy, fn: Callable[[], Awaitable[_T]]) -> _T:
     """The async twin of :func:`call_with_retries` (``tenacity.AsyncRetrying``, same policy)."""
+    if policy.max_retries == 0:
+        try:
+            return await fn()
+        except Exception as exc:
+            _gave_up(exc, 1, policy)
+            raise
     attempts = 0
 
     async def attempt() -> _T:
