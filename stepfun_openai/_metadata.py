@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import _png
 
 __all__ = [
     "METADATA_KEYWORD",
@@ -28,10 +28,6 @@ __all__ = [
 
 METADATA_KEYWORD = "stepfun-openai"
 """The PNG text keyword (and the sidecar's ``"format"``) under which the request is stored."""
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_IHDR_END = len(_PNG_SIGNATURE) + 4 + 4 + 13 + 4
-_TEXT_KINDS = (b"tEXt", b"iTXt", b"zTXt")
 
 # Request fields, in the order they are written; anything else the request carried follows them.
 _ORDER = (
@@ -200,84 +196,19 @@ def _restore_type(key: str, value: Any) -> Any:
     return value
 
 
-# --- PNG chunks --------------------------------------------------------------------------------
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def _itxt(keyword: str, text: str) -> bytes:
-    # keyword NUL, compression flag 0, method 0, empty language tag NUL, empty translated keyword NUL
-    return _chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8"))
-
-
-def _iter_chunks(png: bytes) -> list[tuple[int, int, bytes]]:
-    """``(start, end, kind)`` of every chunk; stops at IEND or at the first truncated chunk."""
-    chunks = []
-    pos = len(_PNG_SIGNATURE)
-    while pos + 12 <= len(png):
-        (length,) = struct.unpack(">I", png[pos : pos + 4])
-        kind = png[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > len(png):
-            break
-        chunks.append((pos, end, kind))
-        if kind == b"IEND":
-            break
-        pos = end
-    return chunks
-
-
-def _keyword_of(png: bytes, start: int, end: int) -> str:
-    data = png[start + 8 : min(end - 4, start + 8 + 80)]
-    return data.split(b"\x00", 1)[0].decode("latin-1")
+# --- PNG ---------------------------------------------------------------------------------------
 
 
 def embed_png_metadata(png: bytes, metadata: ImageMetadata | Mapping[str, Any]) -> bytes:
     """``png`` with the request in an ``iTXt`` chunk right after ``IHDR`` (an older chunk of ours
     is replaced). The image data is copied byte for byte, never decoded."""
-    if not png.startswith(_PNG_SIGNATURE) or png[12:16] != b"IHDR":
-        raise ValueError("not a PNG (no IHDR chunk after the signature)")
     meta = metadata if isinstance(metadata, ImageMetadata) else ImageMetadata(dict(metadata))
-    chunk = _itxt(METADATA_KEYWORD, meta.to_json())
-    old = [
-        (start, end)
-        for start, end, kind in _iter_chunks(png)
-        if kind in _TEXT_KINDS and _keyword_of(png, start, end) == METADATA_KEYWORD
-    ]
-    parts = [png[:_IHDR_END], chunk]
-    pos = _IHDR_END
-    for start, end in old:
-        parts.append(png[pos:start])
-        pos = end
-    parts.append(png[pos:])
-    return b"".join(parts)
+    return _png.set_text(png, METADATA_KEYWORD, meta.to_json())
 
 
 def png_text_chunks(png: bytes) -> dict[str, str]:
     """Every ``tEXt``/``iTXt``/``zTXt`` chunk of a PNG, keyword -> text (decoded, not the image)."""
-    texts: dict[str, str] = {}
-    for start, end, kind in _iter_chunks(png):
-        if kind not in _TEXT_KINDS:
-            continue
-        data = png[start + 8 : end - 4]
-        keyword, _, rest = data.partition(b"\x00")
-        name = keyword.decode("latin-1")
-        try:
-            if kind == b"tEXt":
-                texts[name] = rest.decode("latin-1")
-            elif kind == b"zTXt":
-                texts[name] = zlib.decompress(rest[1:]).decode("latin-1")
-            else:
-                compressed, rest = rest[0], rest[2:]
-                _language, _, rest = rest.partition(b"\x00")
-                _translated, _, text = rest.partition(b"\x00")
-                texts[name] = (zlib.decompress(text) if compressed else text).decode("utf-8")
-        except (zlib.error, UnicodeDecodeError, IndexError):
-            continue
-    return texts
+    return _png.text_chunks(png)
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -298,12 +229,12 @@ def read_metadata(source: str | os.PathLike[str] | bytes) -> ImageMetadata | Non
         path = Path(source)
         with open(path, "rb") as handle:
             data = handle.read()
-        if not data.startswith(_PNG_SIGNATURE):
+        if not data.startswith(_png.SIGNATURE):
             sidecar = sidecar_path(path)
             if not sidecar.is_file():
                 return None
             return _parse(sidecar.read_text(encoding="utf-8"))
-    text = png_text_chunks(data).get(METADATA_KEYWORD)
+    text = _png.read_text(data, METADATA_KEYWORD)
     return _parse(text) if text is not None else None
 
 

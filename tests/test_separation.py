@@ -1,9 +1,12 @@
-"""The emulator and the client are separate rooms: neither imports the other."""
+"""The emulator and the client are separate rooms: neither imports the other, and what they share
+(the catalog, format sniffing, the PNG codec) needs nothing beyond the standard library."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 
 
 def _run(code: str) -> str:
@@ -31,5 +34,18 @@ def test_the_client_never_imports_the_emulator() -> None:
         "client = StepFun(api_key='k', http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))\n"
         "client.images.generate(model='step-2x-large', prompt='a fox', seed=1)\n"
         "print([m for m in sys.modules if m.startswith('stepfun_openai.emulator')])"
+    )
+    assert out == "[]"
+
+
+@pytest.mark.parametrize("module", ["stepfun_openai.catalog", "stepfun_openai._sniff", "stepfun_openai._png"])
+def test_the_modules_the_emulator_shares_need_only_the_standard_library(module: str) -> None:
+    out = _run(
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        f"import {module}\n"
+        "new = set(sys.modules) - before\n"
+        "print(sorted(m for m in new if m.split('.')[0] not in sys.stdlib_module_names"
+        f" and m not in ('stepfun_openai', {module!r})))"
     )
     assert out == "[]"

@@ -1,6 +1,6 @@
-"""The batch's durable state: the JSONL manifest and atomically written files.
+"""The batch's durable state: the JSONL manifest, and the clean-up of temporary image files.
 
-Crash safety comes from the order of writes: an image is written to a temporary name, fsynced
+Crash safety comes from the order of writes: an image is written (``_files``) to a temporary name, fsynced
 and renamed into place; only then is its manifest line appended, flushed and fsynced. A crash
 at any point leaves either no line (the job runs again on resume and overwrites the file, also
 atomically) or a line whose file is complete. A line cut short by a crash is skipped on reading.
@@ -12,66 +12,30 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import threading
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = [
-    "FINISHED",
-    "TEMP_MARKER",
-    "Manifest",
-    "ManifestLockedError",
-    "add_png_text",
-    "fsync_dir",
-    "remove_stale_temp_files",
-    "write_atomic",
-]
+from .._files import TEMP_SUFFIX
+
+__all__ = ["FINISHED", "Manifest", "ManifestLockedError", "remove_stale_temp_files"]
 
 FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
 """Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
 or account error that outlived the retries) runs again."""
 
-TEMP_MARKER = ".stepfun-tmp-"
-"""Temporary files are ``.<name>.stepfun-tmp-<random>``: hidden, and never a final name."""
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-_STALE_TEMP = re.compile(r"^\..+(" + re.escape(TEMP_MARKER) + r"[0-9a-f]+|\.(png|jpg|jpeg|webp|gif)\.[^.]+\.part)$")
-"""Temporary files of :func:`write_atomic` and of ``StepFunImage.save`` (``.<name>.<random>.part``)."""
+_STALE_TEMP = re.compile(
+    r"^\..+\.(png|jpg|jpeg|webp|gif)(\.json)?\.[0-9a-f]+" + re.escape(TEMP_SUFFIX) + r"$"  # _files' temp names
+    r"|^\..+\.stepfun-tmp-[0-9a-f]+$"  # those of versions that wrote the batch's files themselves
+)
+"""Temporary files a killed run leaves: ``StepFunImage.save`` writes the batch's images and sidecars
+through ``_files`` (``.<name>.<hex>.part``). Only names this package makes are matched, so no other
+hidden file is touched."""
 
 
 class ManifestLockedError(RuntimeError):
     """Another process is running a batch with the same manifest."""
-
-
-def fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # pragma: no cover - directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete, never partial."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}{TEMP_MARKER}{secrets.token_hex(4)}")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    fsync_dir(path.parent)
 
 
 def remove_stale_temp_files(directory: Path) -> int:
@@ -85,23 +49,6 @@ def remove_stale_temp_files(directory: Path) -> int:
                 entry.unlink()
                 removed += 1
     return removed
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + kind + data + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big")
-
-
-def add_png_text(png: bytes, key: str, value: Mapping[str, Any]) -> bytes:
-    """``png`` with an ``iTXt`` chunk ``key`` holding ``value`` as JSON (other formats unchanged)."""
-    if not png.startswith(PNG_SIGNATURE):
-        return png
-    end = png.rfind(b"IEND")
-    if end < 4:
-        return png
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str).encode()
-    chunk = _png_chunk(b"iTXt", key.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text)
-    at = end - 4  # the IEND chunk starts with its 4-byte length
-    return png[:at] + chunk + png[at:]
 
 
 class Manifest:

@@ -21,6 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _png
+
 __all__ = ["GRID", "METADATA_KEY", "RenderCache", "RenderJob", "decode_rgb", "read_png_metadata", "render_png"]
 
 GRID = 48
@@ -28,7 +30,6 @@ GRID = 48
 
 _MIN_CELL = 8
 METADATA_KEY = "stepfun-emulator"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EDIT_SOURCE_KEEP = 0.65
 """How much of the input an edit keeps: edits change part of an image, not all of it."""
 
@@ -123,20 +124,16 @@ def render_png(job: RenderJob) -> bytes:
         lines += [line] * min(cell, height - gy * cell)
     # Level 1: the flat cells compress well anyway, and higher levels cost several times more.
     idat = zlib.compress(b"".join(lines), 1)
-    text = json.dumps(job.metadata, ensure_ascii=False, sort_keys=True).encode()
+    text = json.dumps(job.metadata, ensure_ascii=False, sort_keys=True)
     return b"".join(
         (
-            _PNG_SIGNATURE,
-            _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)),
-            _chunk(b"iTXt", METADATA_KEY.encode() + b"\x00\x00\x00\x00\x00" + text),
-            _chunk(b"IDAT", idat),
-            _chunk(b"IEND", b""),
+            _png.SIGNATURE,
+            _png.build_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)),
+            _png.itxt_chunk(METADATA_KEY, text),
+            _png.build_chunk(b"IDAT", idat),
+            _png.build_chunk(b"IEND", b""),
         )
     )
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def _mean_colour(grid: list[float]) -> tuple[float, float, float]:
@@ -150,34 +147,13 @@ def _pull_towards(grid: list[float], colour: tuple[float, float, float], weight:
     return [v + (colour[i % 3] - v) * share for i, v in enumerate(grid)]
 
 
-def _iter_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    if not data.startswith(_PNG_SIGNATURE):
-        return []
-    chunks = []
-    pos = len(_PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        chunks.append((kind, data[pos + 8 : pos + 8 + length]))
-        pos += 12 + length
-        if kind == b"IEND":
-            break
-    return chunks
-
-
 def read_png_metadata(png: bytes) -> dict[str, Any] | None:
     """The request parameters the emulator stored in one of its PNGs (``None`` if absent)."""
-    for kind, data in _iter_chunks(png):
-        if kind == b"iTXt" and data.startswith(METADATA_KEY.encode() + b"\x00"):
-            text = data[len(METADATA_KEY) + 1 :]
-            # compression flag, method, then language tag and translated keyword, each NUL-ended
-            text = text[2:].split(b"\x00", 2)[-1]
-            value = json.loads(text.decode())
-            return value if isinstance(value, dict) else None
-        if kind == b"tEXt" and data.startswith(METADATA_KEY.encode() + b"\x00"):
-            value = json.loads(data[len(METADATA_KEY) + 1 :].decode("latin-1"))
-            return value if isinstance(value, dict) else None
-    return None
+    text = _png.read_text(png, METADATA_KEY)
+    if text is None:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, dict) else None
 
 
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> bytes per pixel at bit depth 8
@@ -189,15 +165,16 @@ def decode_rgb(data: bytes, *, unfilter: bool = True) -> tuple[int, int, int, by
     ``scanlines`` keeps each row's filter byte, all reset to 0. ``None`` for anything else, and
     with ``unfilter=False`` also for a PNG whose rows are filtered (undoing that is slow here).
     """
-    chunks = _iter_chunks(data)
-    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
+    chunks = _png.iter_chunks(data)
+    header = chunks[0].data(data) if chunks and chunks[0].kind == b"IHDR" else b""
+    if len(header) != 13:
         return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
     bpp = _CHANNELS.get(colour)
     if depth != 8 or interlace or bpp is None or not width or not height:
         return None
     try:
-        raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+        raw = zlib.decompress(b"".join(chunk.data(data) for chunk in chunks if chunk.kind == b"IDAT"))
     except zlib.error:
         return None
     stride = width * bpp
