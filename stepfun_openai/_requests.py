@@ -7,6 +7,10 @@ stable seed -> validated against the catalog (reading what encoding learned abou
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
+import random
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -304,12 +308,20 @@ def _whole_numbers_as_int(body: dict[str, Any]) -> None:
             body[key] = int(value)
 
 
+_SEEDS = random.Random(secrets.randbits(128))
+"""Seeds need to differ, not to be secret: one generator seeded from the OS once, instead of a
+system call per request (``secrets`` reads ``os.urandom`` every time). Reseeded in a forked
+child, so worker processes never draw the same seeds."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _SEEDS.seed(secrets.randbits(128)))
+
+
 def _stable_seed(body: dict[str, Any], settings: ClientSettings) -> None:
     """Pick the seed before the first attempt, so every retry asks for the same image."""
     seed = body.get("seed")
     # Only "no seed" (missing, None, 0) is replaced; a wrong one such as False is left to validation.
     if settings.stable_seed and (seed is None or (seed == 0 and not isinstance(seed, bool))):
-        body["seed"] = secrets.randbelow(catalog.SEED_MAX) + 1
+        body["seed"] = _SEEDS.randrange(catalog.SEED_MAX) + 1
 
 
 def _finish_body(body: dict[str, Any], settings: ClientSettings) -> None:
@@ -445,16 +457,27 @@ def prepare_edit(
     return form, [("image", (name, image, info.mime_type))]
 
 
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_EDGE = 4096
+"""Base64 characters checked strictly at each end of a result (a multiple of 4)."""
 
 
 def is_base64(text: str) -> bool:
-    """Whether ``text`` is strict, padded base64, checked without decoding it: the response keeps
-    one copy of each image (its base64), decoded once when it is read or saved."""
+    """Whether ``text`` looks like strict, padded base64: ASCII (a flag: no scan), a length that is
+    a multiple of 4, and its first and last few thousand characters strictly valid. A truncated or
+    non-base64 answer fails here (and is retried); the whole string is checked when it is decoded,
+    once, by ``read()``/``save()``, so a response keeps one copy of its image and the event loop
+    does not scan megabytes twice."""
     if len(text) % 4 or not text.isascii():
         return False
-    padding = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
-    return text.encode("ascii").translate(None, _BASE64_ALPHABET) == b"=" * padding
+    try:
+        if len(text) <= 2 * _EDGE:
+            base64.b64decode(text, validate=True)
+        else:
+            base64.b64decode(text[:_EDGE], validate=True)
+            base64.b64decode(text[-_EDGE:], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def _excerpt(response: httpx2.Response) -> str:

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
@@ -121,7 +121,14 @@ class RetryPolicy:
         return self.max_retries + 1
 
     def with_max_retries(self, max_retries: int) -> RetryPolicy:
-        return replace(self, max_retries=max_retries)
+        if max_retries == self.max_retries and not isinstance(max_retries, bool):
+            return self
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"RetryPolicy: max_retries must be a non-negative integer, got {max_retries!r}")
+        # Per call (a request's max_retries, each batch attempt): a copy without re-validating the rest.
+        changed = copy.copy(self)
+        object.__setattr__(changed, "max_retries", max_retries)
+        return changed
 
 
 def _as_statuses(values: Iterable[object]) -> Iterable[int]:

@@ -128,12 +128,12 @@ async def test_finished_jobs_are_committed_in_groups_with_one_manifest_fsync_eac
 async def test_a_write_error_stops_the_batch_and_is_raised_and_no_line_vouches_for_a_missing_file(
     stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stepfun_openai.types import StepFunImage
+    from stepfun_openai.batch import _writer
 
-    def disk_full(self: Any, path: Any, **kwargs: Any) -> Any:
+    def disk_full(files: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(StepFunImage, "save", disk_full)
+    monkeypatch.setattr(_writer, "write_group", disk_full)
     client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
     jobs = [{"prompt": f"a cat {i}", "model": "step-2x-large", "size": "256x256"} for i in range(10)]
     with pytest.raises(OSError, match="No space left"):

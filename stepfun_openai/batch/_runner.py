@@ -136,18 +136,8 @@ class _Runner:
         except (StepFunValidationError, TypeError, ValueError, OSError) as exc:
             await self._finish(self._record(work, "invalid", started, error=_error_of(exc)), "invalid")
             return
-        retrying = async_retrying(
-            self.policy,
-            paced=_paced_by_limiter,
-            max_paced=_MAX_RATE_LIMITED_ATTEMPTS,
-            before=self._before_attempt,
-            log_retries=False,  # the progress bar and the manifest tell
-            limit_total_time=False,  # a job's time is mostly the limiter's queue, not its retries
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    response = await self._attempt(work, request)
+            response = await self._send(work, request)
         except _StopRequested:
             return  # not recorded: it runs when the batch is resumed
         except (StepFunValidationError, openai.BadRequestError) as exc:
@@ -175,6 +165,34 @@ class _Runner:
         )
         work.params = {**work.params, "seed": request.seed}  # the manifest says which image was asked for
         return request
+
+    async def _send(self, work: _Work, request: PreparedRequest) -> StepFunImagesResponse:
+        """The job's attempts. Most jobs succeed at the first, which is made directly; a failure
+        hands over to the job's retry loop (tenacity, under the client's policy), whose first
+        attempt is that failure, so the loop decides about it as about any other."""
+        if self.stop is not None:
+            raise _StopRequested
+        try:
+            return await self._attempt(work, request)
+        except _StopRequested:
+            raise
+        except Exception as exc:
+            failed: Exception | None = exc
+        retrying = async_retrying(
+            self.policy,
+            paced=_paced_by_limiter,
+            max_paced=_MAX_RATE_LIMITED_ATTEMPTS,
+            before=self._before_attempt,
+            log_retries=False,  # the progress bar and the manifest tell
+            limit_total_time=False,  # a job's time is mostly the limiter's queue, not its retries
+        )
+        async for attempt in retrying:
+            with attempt:
+                if failed is not None:
+                    first, failed = failed, None
+                    raise first
+                return await self._attempt(work, request)
+        raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     def _before_attempt(self, state: object) -> None:
         if self.stop is not None:
@@ -240,6 +258,10 @@ class _Runner:
             event = self._record(work, "content_filtered", started, seed=seed, trace_id=trace_id, error=error)
             await self._finish(event, "content_filtered")
             return
+        for image in images:
+            # Decoded here, once: CPU work on a writer thread would hold the GIL against this
+            # loop (the writer threads only wait for the disk, which releases it).
+            image.read()
         event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
         await self.writer.submit(Commit(event, images=images, stem=_file_stem(work.id)))
 
@@ -460,7 +482,7 @@ def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
     if isinstance(client, AsyncStepFun) and not hasattr(client, "to_sync"):
         return client.copy()
     if isinstance(client, AsyncStepFun):
-        return client.to_sync().to_async()  # type: ignore[attr-defined,no-any-return]
+        return client.to_sync().to_async()  # type: ignore[no-any-return]
     if hasattr(client, "to_async"):
         return client.to_async()  # type: ignore[no-any-return]
     return AsyncStepFun(  # TEMPORARY until to_async lands

@@ -3,14 +3,16 @@
 A finished job hands its outcome to :meth:`GroupWriter.submit` and goes on to its next request:
 the event loop never waits for the disk, so pooled connections stay busy. One thread takes all
 that was handed over since its last round and commits it as a group: every image written
-(temporary file, fsync, rename: see :mod:`stepfun_openai._files`), each directory fsynced once,
-then the group's manifest lines appended with one flush and one fsync. The order is the crash
-safety: a line is only written once its files are complete and durable, so a crash leaves either
-no line (the job runs again on resume) or a line whose files are whole.
+to a temporary file, the file system synced once, every file renamed into place, the directory
+synced (:func:`stepfun_openai._files.write_group`), then the group's manifest lines appended with
+one flush and one fsync. The order is the crash safety: a line is only written once its files are
+complete and durable, so a crash leaves either no line (the job runs again on resume) or a line
+whose files are whole.
 
 Bounded: :meth:`~GroupWriter.submit` waits while more than ``max_pending_bytes`` of images wait
 for the disk (at least one job is always let through), and a group holds at most ``max_group``
-jobs. Each image is decoded once, in the writer thread, and dropped once written.
+jobs. Each image is decoded once, on the event loop (CPU work on this thread would hold the GIL
+against the loop; this thread mostly waits for the disk), and dropped once written.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._files import fsync_dir
+from .._files import write_group
+from .._metadata import embed_png_metadata, sidecar_path
 from .._sniff import sniff
 from ._manifest import Manifest
 
@@ -170,23 +173,31 @@ class GroupWriter:
                 return
 
     def _commit(self, group: list[Commit]) -> None:
-        directories: set[Path] = set()
-        for commit in group:
-            for number, image in enumerate(commit.images):
-                data = image.read()
-                extension = sniff(data[:64]).format or "png"
-                suffix = "" if number == 0 else f"-{number}"
-                path = self._out / f"{commit.stem}{suffix}.{_EXTENSIONS.get(extension, extension)}"
-                image.save(path)  # atomic, with the request's provenance in the file
-                commit.files.append(path)
-                directories.add(path.parent)
-            if commit.files:
-                commit.event["file"] = self._relative(commit.files[0])
-                if len(commit.files) > 1:
-                    commit.event["files"] = [self._relative(path) for path in commit.files]
-        for directory in directories:
-            fsync_dir(directory)  # the renames are durable before the lines that vouch for them
+        files = [file for commit in group for file in self._files_of(commit)]
+        # Every file complete and durable under its final name (one sync for the whole group)
+        # before the lines that vouch for them.
+        write_group(files)
         self._manifest.append_many([commit.event for commit in group])
+
+    def _files_of(self, commit: Commit) -> list[tuple[Path, bytes]]:
+        """The files of one job: each image (decoded on the event loop, cached on the image) with
+        its provenance inside (PNG) or in a ``.json`` sidecar (other formats), as ``save()`` does."""
+        files: list[tuple[Path, bytes]] = []
+        for number, image in enumerate(commit.images):
+            data = image.read()
+            extension = sniff(data[:64]).format or "png"
+            suffix = "" if number == 0 else f"-{number}"
+            path = self._out / f"{commit.stem}{suffix}.{_EXTENSIONS.get(extension, extension)}"
+            if extension == "png":
+                files.append((path, embed_png_metadata(data, image.metadata)))
+            else:
+                files += [(path, data), (sidecar_path(path), image.metadata.to_json().encode("utf-8"))]
+            commit.files.append(path)
+        if commit.files:
+            commit.event["file"] = self._relative(commit.files[0])
+            if len(commit.files) > 1:
+                commit.event["files"] = [self._relative(path) for path in commit.files]
+        return files
 
     def _relative(self, path: Path) -> str:
         try:
