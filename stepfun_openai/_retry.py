@@ -242,12 +242,17 @@ def _log_retry(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], None]
     return before_sleep
 
 
-def _retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
+def _retrying_kwargs(policy: RetryPolicy, started: float) -> dict[str, Any]:
     import tenacity
 
     stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.max_attempts)
-    if policy.max_total_time is not None:
-        stop = stop | tenacity.stop_before_delay(policy.max_total_time)
+    max_total_time = policy.max_total_time
+    if max_total_time is not None:
+        # tenacity's stop_before_delay, counted from the call's first attempt (made before the loop)
+        def out_of_time(state: tenacity.RetryCallState) -> bool:
+            return time.monotonic() - started + (state.upcoming_sleep or 0.0) >= max_total_time
+
+        stop = stop | _stop_if(out_of_time)
     return {
         "stop": stop,
         "wait": _wait(policy),
@@ -255,6 +260,47 @@ def _retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
         "reraise": True,
         "before_sleep": _log_retry(policy),
     }
+
+
+def _stop_if(predicate: Callable[[tenacity.RetryCallState], bool]) -> tenacity.stop.stop_base:
+    import tenacity
+
+    class _Stop(tenacity.stop.stop_base):
+        def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+            return predicate(retry_state)
+
+    return _Stop()
+
+
+class _Call:
+    """One call's attempts. The first is made outside any loop (most calls succeed at once, and
+    a tenacity loop costs more than the rest of the call's own work); a failure the policy would
+    retry is replayed as the loop's first attempt, so tenacity decides about it as about any
+    other, with the same waits, stops and logs."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.started = time.monotonic()
+        self.attempts = 1
+        self.failed: Exception | None = None
+
+    def enters_loop(self, exc: Exception) -> bool:
+        """After the first attempt failed with ``exc``: whether the retry loop takes over."""
+        if self.policy.max_retries == 0 or not is_retryable(exc, self.policy):
+            _gave_up(exc, 1, self.policy)
+            return False
+        self.failed = exc
+        return True
+
+    def next_attempt(self) -> None:
+        """At the start of each of the loop's attempts: the first replays the failure."""
+        if self.failed is not None:
+            failed, self.failed = self.failed, None
+            raise failed
+        self.attempts += 1
+
+    def retrying_kwargs(self) -> dict[str, Any]:
+        return _retrying_kwargs(self.policy, self.started)
 
 
 def _gave_up(exc: BaseException, attempts: int, policy: RetryPolicy) -> None:
@@ -292,53 +338,47 @@ def split_options(
 def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T]) -> _T:
     """Run ``fn`` (one HTTP attempt) under ``policy``; the last error is raised unchanged, with
     ``attempts`` (how many HTTP requests were made) set on it."""
-    if policy.max_retries == 0:  # one attempt: no loop to run (the batch's attempts come here)
-        try:
-            return fn()
-        except Exception as exc:
-            _gave_up(exc, 1, policy)
+    call = _Call(policy)
+    try:
+        return fn()
+    except Exception as exc:
+        if not call.enters_loop(exc):
             raise
-    attempts = 0
 
     def attempt() -> _T:
-        nonlocal attempts
-        attempts += 1
+        call.next_attempt()
         return fn()
 
     import tenacity
 
-    sleep = policy.sleep or _default_sleep
-    retrying = tenacity.Retrying(sleep=sleep, **_retrying_kwargs(policy))
+    retrying = tenacity.Retrying(sleep=policy.sleep or _default_sleep, **call.retrying_kwargs())
     try:
         return retrying(attempt)
     except Exception as exc:
-        _gave_up(exc, attempts, policy)
+        _gave_up(exc, call.attempts, policy)
         raise
 
 
 async def acall_with_retries(policy: RetryPolicy, fn: Callable[[], Awaitable[_T]]) -> _T:
     """The async twin of :func:`call_with_retries` (``tenacity.AsyncRetrying``, same policy)."""
-    if policy.max_retries == 0:
-        try:
-            return await fn()
-        except Exception as exc:
-            _gave_up(exc, 1, policy)
+    call = _Call(policy)
+    try:
+        return await fn()
+    except Exception as exc:
+        if not call.enters_loop(exc):
             raise
-    attempts = 0
 
     async def attempt() -> _T:
-        nonlocal attempts
-        attempts += 1
+        call.next_attempt()
         return await fn()
 
     import tenacity
 
-    sleep = policy.async_sleep or _default_async_sleep
-    retrying = tenacity.AsyncRetrying(sleep=sleep, **_retrying_kwargs(policy))
+    retrying = tenacity.AsyncRetrying(sleep=policy.async_sleep or _default_async_sleep, **call.retrying_kwargs())
     try:
         return await retrying(attempt)
     except Exception as exc:
-        _gave_up(exc, attempts, policy)
+        _gave_up(exc, call.attempts, policy)
         raise
 
 
