@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _png
+from ._input_types import StyleReference
 
 __all__ = [
     "METADATA_KEYWORD",
@@ -118,8 +119,6 @@ class ImageMetadata:
         generations from an inline ``source_image``, pass the image again as ``source=`` (and an
         inline style reference's image as ``style_reference=``); otherwise this raises ``ValueError``.
         """
-        from .types import StyleReference
-
         kwargs = {
             key: _restore_type(key, value)
             for key, value in self.params.items()

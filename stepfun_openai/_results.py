@@ -29,8 +29,6 @@ from ._sniff import MIME_TYPES, sniff
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from .types import StepFunImage
-
 __all__ = ["ImageResultMixin", "ImagesResultMixin", "default_filename"]
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
@@ -49,7 +47,7 @@ def slugify(text: str, limit: int = _SLUG_CHARS) -> str:
     return slug or "image"
 
 
-def default_filename(image: StepFunImage, data: bytes) -> str:
+def default_filename(image: ImageResultMixin, data: bytes) -> str:
     """``<seed>-<prompt slug>.<ext>``, e.g. ``1764275706-a-cat-in-a-hat.png``."""
     context = image._context or {}
     prompt = context.get("prompt")
@@ -139,7 +137,7 @@ class ImageResultMixin:
         """Where to write, and whether that is a directory's default name (never overwritten)."""
         target = Path(path).expanduser()
         if _is_directory_target(target, path):
-            return target / default_filename(self, data), True  # type: ignore[arg-type]
+            return target / default_filename(self, data), True
         return target, False
 
     def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool) -> Path:
@@ -280,9 +278,9 @@ class ImagesResultMixin:
     """Helpers of a whole response (``StepFunImagesResponse``)."""
 
     if TYPE_CHECKING:
-        data: list[StepFunImage] | None
+        data: Sequence[ImageResultMixin] | None
 
-    def _usable(self) -> list[StepFunImage]:
+    def _usable(self) -> list[ImageResultMixin]:
         images = list(self.data or [])
         filtered = [index for index, image in enumerate(images) if image.content_filtered]
         if filtered:

@@ -4,32 +4,16 @@ from __future__ import annotations
 
 # Response fields use typing.Optional/List, not ``X | None``: openai 3.0's construct_type caches
 # unions in a WeakKeyDictionary, and ``types.UnionType`` cannot be weakly referenced.
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, List, Literal, Optional, Union
+from typing import Any, List, Literal, Optional, Union
 
 from openai.types import Image as _OpenAIImage
 from openai.types import ImagesResponse as _OpenAIImagesResponse
 from pydantic import PrivateAttr, model_validator
 
+from ._input_types import ImageInput, StyleReference
 from ._results import ImageResultMixin, ImagesResultMixin
 
-if TYPE_CHECKING:
-    from os import PathLike
-
 __all__ = ["ImageInput", "StepFunImage", "StepFunImagesResponse", "StyleReference"]
-
-ImageInput = Union[str, "PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Any]
-"""An image going in: an http(s) URL (sent as is), a ``data:`` URL, bare base64, a file path
-(``str`` or ``Path``), raw bytes, a binary file object, or (with Pillow) a ``PIL.Image.Image``."""
-
-
-@dataclass(frozen=True)
-class StyleReference:
-    """``style_reference`` for ``images.generate`` (step-1x-medium): the image whose style to borrow
-    and how strongly (``weight`` in (0, 2], default 1; 0.5-1.5 recommended, higher leaks content)."""
-
-    image: ImageInput
-    weight: float | None = None
 
 
 def ensure_private(model: Any) -> None:
