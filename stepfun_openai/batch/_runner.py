@@ -4,7 +4,8 @@ Each job's request is prepared once (:func:`stepfun_openai._requests.prepare`: m
 validated, seeded) before it takes a rate-limit slot, so an invalid job costs no capacity; every
 attempt sends that same request through ``client.images._send`` with the client's retries off
 (``max_retries=0``): the batch's loop is the only one, and each attempt passes the limiter. A
-finished job's outcome goes to the :class:`~._writer.GroupWriter`, and the job's worker moves on.
+finished job's outcome goes to the :class:`~._writer.GroupWriter`, which commits the outcomes of
+all the jobs waiting for it at once.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class _Runner:
         return event
 
     async def _finish(self, event: dict[str, Any], reason: str | None = None) -> None:
-        await self.writer.submit(Commit(event, reason=reason))
+        await self.writer.commit(Commit(event, reason=reason))
 
     # -- one job --
 
@@ -260,10 +261,10 @@ class _Runner:
             return
         for image in images:
             # Decoded here, once: CPU work on a writer thread would hold the GIL against this
-            # loop (the writer threads only wait for the disk, which releases it).
+            # loop (the writer thread only waits for the disk, which releases it).
             image.read()
         event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
-        await self.writer.submit(Commit(event, images=images, stem=_file_stem(work.id)))
+        await self.writer.commit(Commit(event, images=images, stem=_file_stem(work.id)))
 
 
 def _committed(result: BatchResult, limiter: AdaptiveLimiter, bar: Progress) -> Any:

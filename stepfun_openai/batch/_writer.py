@@ -1,8 +1,9 @@
 """The batch's one writer: image files and manifest lines committed in groups, off the event loop.
 
-A finished job hands its outcome to :meth:`GroupWriter.submit` and goes on to its next request:
-the event loop never waits for the disk, so pooled connections stay busy. One thread takes all
-that was handed over since its last round and commits it as a group: every image written
+A finished job hands its outcome to :meth:`GroupWriter.commit` and waits for it to be durable
+(so a crash repeats at most the jobs in flight); the event loop itself never waits for the disk.
+One thread takes all that was handed over since its last round and commits it as a group, so
+the jobs finished meanwhile share one sync: every image written
 to a temporary file, the file system synced once, every file renamed into place, the directory
 synced (:func:`stepfun_openai._files.write_group`), then the group's manifest lines appended with
 one flush and one fsync. The order is the crash safety: a line is only written once its files are
@@ -54,6 +55,7 @@ class Commit:
     stem: str = ""
     reason: str | None = None
     files: list[Path] = field(default_factory=list)
+    done: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -87,6 +89,7 @@ class GroupWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._error: BaseException | None = None
+        self._waiting: set[asyncio.Future[None]] = set()
         self._thread = threading.Thread(target=self._work, name="stepfun-batch-writer", daemon=True)
         self._thread.start()
 
@@ -95,8 +98,16 @@ class GroupWriter:
         """The error that stopped the writer (a full disk, a lost permission), if any."""
         return self._error
 
-    async def submit(self, commit: Commit) -> None:
-        """Hand ``commit`` to the writer; waits only while too many image bytes are pending."""
+    async def commit(self, commit: Commit) -> None:
+        """Hand ``commit`` to the writer and wait until it is committed (its files in place, its line
+        durable). Many jobs wait at once and are committed together, so a job's wait is one group's
+        commit, and a crash repeats at most the jobs that were in flight."""
+        done = await self.submit(commit)
+        await done
+
+    async def submit(self, commit: Commit) -> asyncio.Future[None]:
+        """Hand ``commit`` to the writer (waiting only while too many image bytes are pending);
+        the future is done once it is committed."""
         nbytes = commit.nbytes
         while self._pending and self._pending_bytes + nbytes > self._max_pending_bytes and self._error is None:
             self._room.clear()
@@ -106,7 +117,10 @@ class GroupWriter:
         self._pending += 1
         self._pending_bytes += nbytes
         self._idle.clear()
+        commit.done = self._loop.create_future()
+        self._waiting.add(commit.done)
         self._queue.put(commit)
+        return commit.done
 
     async def drain(self) -> None:
         """Wait until everything submitted is committed (and raise the writer's error, if any)."""
@@ -133,6 +147,16 @@ class GroupWriter:
             for commit in group:
                 commit.images = []  # the response can go: its image is on disk
             self._on_committed(group)
+            for commit in group:
+                if commit.done is not None:
+                    self._waiting.discard(commit.done)
+                    if not commit.done.done():
+                        commit.done.set_result(None)
+        if self._error is not None:
+            for waiting in self._waiting:
+                if not waiting.done():
+                    waiting.set_exception(self._error)
+            self._waiting.clear()
         self._room.set()
         if self._pending <= 0 or self._error is not None:
             self._idle.set()
