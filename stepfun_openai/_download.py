@@ -7,13 +7,15 @@ travel to the storage host), with redirects followed by hand so that each hop is
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import ipaddress
-import re
-from urllib.parse import parse_qs, unquote_plus, urlsplit
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import openai
+
+from ._urls import is_http_url, is_loopback_host, redact_url
 
 __all__ = [
     "DEFAULT_DOWNLOAD_TIMEOUT",
@@ -70,15 +72,6 @@ def url_expires_at(url: str) -> dt.datetime | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str, *, redirect: bool = False) -> httpx2.URL:
     """The parsed URL if a download may go there: https, or http on loopback (the emulator) for
     the first hop; redirects only to https. Anything else raises ``ImageDownloadError``."""
@@ -87,11 +80,9 @@ def check_url(url: str, *, redirect: bool = False) -> httpx2.URL:
         parsed = httpx2.URL(url)
     except Exception:  # httpx2.InvalidURL and friends
         raise ImageDownloadError(f"not a valid URL: {shown}", url=shown) from None
-    scheme = parsed.scheme.lower()
-    if scheme == "https" and parsed.host:
-        return parsed
-    if scheme == "http" and parsed.host and not redirect and _is_loopback(parsed.host):
-        return parsed
+    if is_http_url(url) and parsed.host:
+        if parsed.scheme.lower() == "https" or (not redirect and is_loopback_host(parsed.host)):
+            return parsed
     if redirect:
         allowed = "redirects are followed only to https URLs"
     else:
@@ -101,34 +92,7 @@ def check_url(url: str, *, redirect: bool = False) -> httpx2.URL:
 
 def _redact(url: str) -> str:
     """The URL without its signature: presigned query strings are credentials of a sort."""
-    return url.split("?", 1)[0] + ("?..." if "?" in url else "")
-
-
-_SECRET_PARAM = re.compile(
-    r"signature|credential|token|secret|passw|auth|session|(?:^|[-_.])(?:sig|key|apikey|api[-_]key|access[-_]?key)$",
-    re.IGNORECASE,
-)
-REDACTED = "REDACTED"
-
-
-def redact_url(url: str, *, keep_query: bool = True) -> str:
-    """``url`` safe to store or show: the values of signed query parameters (``X-Tos-Signature``,
-    ``X-Tos-Credential``, ``X-Amz-Security-Token``, any ``*Signature*``/``*Credential*``/token-like
-    name) become ``REDACTED``; the rest (``X-Tos-Date``, ``X-Tos-Expires``, ...) is kept.
-    ``keep_query=False`` drops the whole query string (``...?...``)."""
-    if not keep_query:
-        return _redact(url)
-    base, sep, rest = url.partition("?")
-    if not sep:
-        return url
-    query, hash_sep, fragment = rest.partition("#")
-    parts = []
-    for part in query.split("&"):
-        name, eq, _value = part.partition("=")
-        if eq and _SECRET_PARAM.search(unquote_plus(name)):
-            part = f"{name}={REDACTED}"
-        parts.append(part)
-    return f"{base}?{'&'.join(parts)}{hash_sep}{fragment}"
+    return redact_url(url, keep_query=False)
 
 
 def _expired_error(url: str, status: int) -> ImageURLExpiredError:
@@ -193,6 +157,45 @@ def _timeout_error(url: str, exc: Exception) -> ImageDownloadError:
     return ImageDownloadError(f"downloading {_redact(url)} failed: {kind}", url=_redact(url))
 
 
+class _Plan:
+    """One download, everything but the I/O: the URL checks, the redirect decision, the status
+    check, the size cap and the error mapping. ``download`` and ``adownload`` only send and read."""
+
+    def __init__(self, url: str, max_bytes: int) -> None:
+        check_url(url)
+        self.url = url
+        self.max_bytes = max_bytes
+        self._hops = 0
+        self._chunks: list[bytes] = []
+        self._total = 0
+
+    def accept(self, response: httpx2.Response) -> bool:
+        """True when ``response`` carries the image (its status checked); False when it redirects
+        (the next hop checked, and now ``self.url``)."""
+        target = _next_url(response, self.url, self._hops)
+        if target is None:
+            _check_status(response, self.url, self.max_bytes)
+            return True
+        self.url, self._hops = target, self._hops + 1
+        return False
+
+    def add(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        if self._total > self.max_bytes:
+            raise _too_large(self.url, self.max_bytes)  # cut as soon as it passes the cap
+        self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+    @contextlib.contextmanager
+    def transport_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx2.TransportError as exc:
+            raise _timeout_error(self.url, exc) from exc
+
+
 def download(
     url: str,
     *,
@@ -201,39 +204,15 @@ def download(
     client: httpx2.Client | None = None,
 ) -> bytes:
     """The bytes behind a result URL (see the module docstring for what is refused)."""
-    check_url(url)
-    owned = client is None
-    http = client or httpx2.Client(timeout=timeout, follow_redirects=False)
-    try:
-        current, hops = url, 0
+    plan = _Plan(url, max_bytes)
+    http = client if client is not None else httpx2.Client(timeout=timeout, follow_redirects=False)
+    with http if client is None else contextlib.nullcontext(), plan.transport_errors():  # closes only its own
         while True:
-            request = http.build_request("GET", current, timeout=timeout)
-            try:
-                response = http.send(request, stream=True, follow_redirects=False)
-            except httpx2.TransportError as exc:
-                raise _timeout_error(current, exc) from exc
-            try:
-                target = _next_url(response, current, hops)
-                if target is not None:
-                    current, hops = target, hops + 1
-                    continue
-                _check_status(response, current, max_bytes)
-                chunks: list[bytes] = []
-                total = 0
-                try:
+            with http.stream("GET", plan.url, timeout=timeout, follow_redirects=False) as response:
+                if plan.accept(response):
                     for chunk in response.iter_bytes():
-                        total += len(chunk)
-                        if total > max_bytes:
-                            raise _too_large(current, max_bytes)
-                        chunks.append(chunk)
-                except httpx2.TransportError as exc:
-                    raise _timeout_error(current, exc) from exc
-                return b"".join(chunks)
-            finally:
-                response.close()
-    finally:
-        if owned:
-            http.close()
+                        plan.add(chunk)
+                    return plan.body()
 
 
 async def adownload(
@@ -244,36 +223,13 @@ async def adownload(
     client: httpx2.AsyncClient | None = None,
 ) -> bytes:
     """Async :func:`download`."""
-    check_url(url)
-    owned = client is None
-    http = client or httpx2.AsyncClient(timeout=timeout, follow_redirects=False)
-    try:
-        current, hops = url, 0
-        while True:
-            request = http.build_request("GET", current, timeout=timeout)
-            try:
-                response = await http.send(request, stream=True, follow_redirects=False)
-            except httpx2.TransportError as exc:
-                raise _timeout_error(current, exc) from exc
-            try:
-                target = _next_url(response, current, hops)
-                if target is not None:
-                    current, hops = target, hops + 1
-                    continue
-                _check_status(response, current, max_bytes)
-                chunks: list[bytes] = []
-                total = 0
-                try:
-                    async for chunk in response.aiter_bytes():
-                        total += len(chunk)
-                        if total > max_bytes:
-                            raise _too_large(current, max_bytes)
-                        chunks.append(chunk)
-                except httpx2.TransportError as exc:
-                    raise _timeout_error(current, exc) from exc
-                return b"".join(chunks)
-            finally:
-                await response.aclose()
-    finally:
-        if owned:
-            await http.aclose()
+    plan = _Plan(url, max_bytes)
+    http = client if client is not None else httpx2.AsyncClient(timeout=timeout, follow_redirects=False)
+    async with http if client is None else contextlib.nullcontext():  # closes only its own
+        with plan.transport_errors():
+            while True:
+                async with http.stream("GET", plan.url, timeout=timeout, follow_redirects=False) as response:
+                    if plan.accept(response):
+                        async for chunk in response.aiter_bytes():
+                            plan.add(chunk)
+                        return plan.body()

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _png
 from ._input_types import StyleReference
+from ._urls import is_http_url
 
 __all__ = [
     "METADATA_KEYWORD",
@@ -97,7 +98,7 @@ class ImageMetadata:
             return "image"
         name = "source_url" if endpoint == "image2image" else "source_image"
         value = self.params.get(name)
-        return name if value is not None and not _is_url(value) else None
+        return name if value is not None and not is_http_url(value) else None
 
     @property
     def needs_source(self) -> bool:
@@ -107,7 +108,7 @@ class ImageMetadata:
     @property
     def _inline_style(self) -> Mapping[str, Any] | None:
         style = self.params.get("style_reference")
-        if isinstance(style, Mapping) and not _is_url(style.get("source_url", style.get("image"))):
+        if isinstance(style, Mapping) and not is_http_url(style.get("source_url", style.get("image"))):
             return style
         return None
 
@@ -174,10 +175,6 @@ class ImageMetadata:
 def regenerate_kwargs(metadata: ImageMetadata, *, source: Any = None, style_reference: Any = None) -> dict[str, Any]:
     """``metadata.to_kwargs(...)`` as a function."""
     return metadata.to_kwargs(source=source, style_reference=style_reference)
-
-
-def _is_url(value: object) -> bool:
-    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
 
 
 def _restore_type(key: str, value: Any) -> Any:

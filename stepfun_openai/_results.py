@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._download import DEFAULT_MAX_BYTES, adownload, download, redact_url, url_expires_at
+from ._download import DEFAULT_MAX_BYTES, adownload, download, url_expires_at
 from ._exceptions import ContentFilteredError
 from ._files import atomic_write, exclusive_write
 from ._fit import require_pillow
 from ._metadata import ImageMetadata, embed_png_metadata, sidecar_path
 from ._sniff import MIME_TYPES, sniff
+from ._urls import redact_url
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

@@ -42,7 +42,9 @@ def test_the_client_never_imports_the_emulator() -> None:
     assert out == "[]"
 
 
-@pytest.mark.parametrize("module", ["stepfun_openai.catalog", "stepfun_openai._sniff", "stepfun_openai._png"])
+@pytest.mark.parametrize(
+    "module", ["stepfun_openai.catalog", "stepfun_openai._sniff", "stepfun_openai._png", "stepfun_openai._urls"]
+)
 def test_the_modules_the_emulator_shares_need_only_the_standard_library(module: str) -> None:
     out = _run(
         "import sys\n"
