@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._download import DEFAULT_MAX_BYTES, adownload, download, url_expires_at
-from ._exceptions import ContentFilteredError
+from ._exceptions import ContentFilteredError, caller_stacklevel
 from ._files import atomic_write, exclusive_write
 from ._fit import require_pillow
 from ._metadata import ImageMetadata, embed_png_metadata, sidecar_path
-from ._sniff import MIME_TYPES, sniff
+from ._sniff import ImageInfo, sniff
 from ._urls import redact_url
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ __all__ = ["ImageResultMixin", "ImagesResultMixin", "default_filename"]
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
 _SLUG_CHARS = 48
+_HEAD_BYTES = 64
+"""Enough for a PNG, GIF or WebP header to give format and size (a JPEG's may need more: format only)."""
+_HEAD_CHARS = _HEAD_BYTES // 3 * 4 + 4
 
 
 class ContentFilteredImageError(ContentFilteredError, ValueError):
@@ -48,14 +51,14 @@ def slugify(text: str, limit: int = _SLUG_CHARS) -> str:
     return slug or "image"
 
 
-def default_filename(image: ImageResultMixin, data: bytes) -> str:
+def default_filename(image: ImageResultMixin) -> str:
     """``<seed>-<prompt slug>.<ext>``, e.g. ``1764275706-a-cat-in-a-hat.png``."""
     context = image._context or {}
     prompt = context.get("prompt")
     slug = slugify(prompt) if isinstance(prompt, str) else "image"
     seed = image.seed if image.seed is not None else context.get("seed")
     stem = f"{seed}-{slug}" if seed is not None else slug
-    return stem + _EXTENSIONS.get(sniff(data[:64]).format or "", ".png")
+    return stem + _EXTENSIONS.get(image._head_info().format or "", ".png")
 
 
 def _is_directory_target(path: Path, raw: str | os.PathLike[str]) -> bool:
@@ -90,12 +93,22 @@ class ImageResultMixin:
             return self._data
         return None
 
-    def _check_usable(self) -> None:
+    def _at_hand(self) -> bytes | None:
+        """The bytes without I/O (``b64_json`` decoded, or an earlier download); ``None`` when the
+        URL is still to be downloaded. Raises for a filtered image or one with nothing to read."""
         if self.content_filtered:
             index = (self._context or {}).get("index", 0)
             raise ContentFilteredImageError([index if isinstance(index, int) else 0])
         if self.b64_json is None and self.url is None:
             raise ValueError("this image has neither b64_json nor url")
+        return self._cached()
+
+    def _download_args(self, max_bytes: int, timeout: float | None) -> tuple[str, dict[str, Any]]:
+        assert self.url is not None  # _at_hand found no b64_json, so there is a URL
+        kwargs: dict[str, Any] = {"max_bytes": max_bytes}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        return self.url, kwargs
 
     def read(self, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float | None = None) -> bytes:
         """The image file's bytes: ``b64_json`` decoded, or the ``url`` downloaded (once; cached).
@@ -103,27 +116,32 @@ class ImageResultMixin:
         Downloads are https only (http on loopback), capped at ``max_bytes``; an expired URL
         raises ``ImageURLExpiredError`` saying when it expired.
         """
-        self._check_usable()
-        data = self._cached()
+        data = self._at_hand()
         if data is None:
-            assert self.url is not None
-            kwargs: dict[str, Any] = {"max_bytes": max_bytes}
-            if timeout is not None:
-                kwargs["timeout"] = timeout
-            data = self._data = download(self.url, **kwargs)
+            url, kwargs = self._download_args(max_bytes, timeout)
+            data = self._data = download(url, **kwargs)
         return data
 
     async def aread(self, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float | None = None) -> bytes:
         """Async :meth:`read`."""
-        self._check_usable()
-        data = self._cached()
+        data = self._at_hand()
         if data is None:
-            assert self.url is not None
-            kwargs: dict[str, Any] = {"max_bytes": max_bytes}
-            if timeout is not None:
-                kwargs["timeout"] = timeout
-            data = self._data = await adownload(self.url, **kwargs)
+            url, kwargs = self._download_args(max_bytes, timeout)
+            data = self._data = await adownload(url, **kwargs)
         return data
+
+    def _head_info(self) -> ImageInfo:
+        """Format and size from the image's first bytes: those of an earlier read, or the first
+        base64 characters decoded (never the whole image); unknown for a URL not yet read."""
+        if self._data is not None:
+            return sniff(self._data[:_HEAD_BYTES])
+        if self.b64_json is None:
+            return ImageInfo(None, None, None)
+        head = self.b64_json[:_HEAD_CHARS].strip()
+        try:
+            return sniff(base64.b64decode(head[: len(head) - len(head) % 4], validate=False))
+        except (binascii.Error, ValueError):
+            return ImageInfo(None, None, None)
 
     # --- provenance ----------------------------------------------------------------------------
 
@@ -134,15 +152,15 @@ class ImageResultMixin:
 
     # --- saving --------------------------------------------------------------------------------
 
-    def _target(self, path: str | os.PathLike[str], data: bytes) -> tuple[Path, bool]:
+    def _target(self, path: str | os.PathLike[str]) -> tuple[Path, bool]:
         """Where to write, and whether that is a directory's default name (never overwritten)."""
         target = Path(path).expanduser()
         if _is_directory_target(target, path):
-            return target / default_filename(self, data), True
+            return target / default_filename(self), True
         return target, False
 
     def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool) -> Path:
-        target, in_directory = self._target(path, data)
+        target, in_directory = self._target(path)
         sidecar: bytes | None = None
         if metadata and self._context:
             if sniff(data[:64]).format == "png":
@@ -197,9 +215,8 @@ class ImageResultMixin:
         if self.content_filtered:
             return {"text/plain": text}
         if self.b64_json is not None:
-            head = base64.b64decode(_head_chars(self.b64_json), validate=False)
-            mime = MIME_TYPES.get(sniff(head).format or "png", "image/png")
-            return {mime: self.b64_json, "text/plain": text}
+            info = self._head_info()
+            return {info.mime_type if info.format else "image/png": self.b64_json, "text/plain": text}
         if self.url is not None:
             prompt = (self._context or {}).get("prompt")
             alt = html.escape(prompt if isinstance(prompt, str) else "StepFun image", quote=True)
@@ -213,7 +230,7 @@ class ImageResultMixin:
         """``<StepFunImage 1024x1024 png, seed 7, b64_json 76 kB>``: what it is, not its bytes."""
         parts: list[str] = []
         if self.b64_json is not None and not self.content_filtered:
-            info = sniff(base64.b64decode(_head_chars(self.b64_json), validate=False))
+            info = self._head_info()
             if info.width and info.height:
                 parts.append(f"{info.width}x{info.height} {info.format or 'image'}")
             elif info.format:
@@ -270,44 +287,38 @@ def _size(chars: int) -> str:
     return f"{round(chars / 1000)} kB" if chars >= 1000 else f"{chars} B"
 
 
-def _head_chars(b64: str) -> str:
-    head = b64[:88].strip()
-    return head[: len(head) - len(head) % 4]
-
-
 class ImagesResultMixin:
     """Helpers of a whole response (``StepFunImagesResponse``)."""
 
     if TYPE_CHECKING:
         data: Sequence[ImageResultMixin] | None
 
-    def _usable(self) -> list[ImageResultMixin]:
+    def _usable(self, directory: str | os.PathLike[str]) -> tuple[Path, list[ImageResultMixin]]:
+        """``directory`` (created) and the images to save into it; ``content_filtered`` ones are
+        skipped with a warning."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
         images = list(self.data or [])
         filtered = [index for index, image in enumerate(images) if image.content_filtered]
         if filtered:
             warnings.warn(
-                f"skipping image(s) {filtered}: content_filtered by StepFun moderation", UserWarning, stacklevel=3
+                f"skipping image(s) {filtered}: content_filtered by StepFun moderation",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
             )
-        return [image for image in images if not image.content_filtered]
+        return target, [image for image in images if not image.content_filtered]
 
     def save_all(self, directory: str | os.PathLike[str] = ".", *, metadata: bool = True) -> list[Path]:
         """Save every usable image into ``directory`` (created if missing); the paths written.
         ``content_filtered`` images are skipped with a warning."""
-        target = Path(directory)
-        target.mkdir(parents=True, exist_ok=True)
-        return [image.save(target, metadata=metadata) for image in self._usable()]
+        target, images = self._usable(directory)
+        return [image.save(target, metadata=metadata) for image in images]
 
     async def asave_all(self, directory: str | os.PathLike[str] = ".", *, metadata: bool = True) -> list[Path]:
-        """Async :meth:`save_all` (downloads run concurrently)."""
-        target = Path(directory)
-        target.mkdir(parents=True, exist_ok=True)
-        images = self._usable()
-        datas = await asyncio.gather(*(image.aread() for image in images))
-        del datas  # cached on each image; saving below reuses them
-        paths = []
-        for image in images:
-            paths.append(await image.asave(target, metadata=metadata))
-        return paths
+        """Async :meth:`save_all` (downloads run concurrently, then the files are written in turn)."""
+        target, images = self._usable(directory)
+        await asyncio.gather(*(image.aread() for image in images))  # cached on each image
+        return [await image.asave(target, metadata=metadata) for image in images]
 
     def raise_for_content_filter(self) -> Any:
         """Raise ``ContentFilteredError`` if any image was ``content_filtered``; else return self."""
