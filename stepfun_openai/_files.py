@@ -15,7 +15,18 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["TEMP_SUFFIX", "atomic_write", "exclusive_write", "fsync_dir", "sync_filesystem", "write_group"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_write",
+    "claim_temps",
+    "discard_temps",
+    "exclusive_write",
+    "fsync_dir",
+    "sync_filesystem",
+    "sync_temps",
+    "write_group",
+    "write_temps",
+]
 
 TEMP_SUFFIX = ".part"
 """Temporary files are ``.<final name>.<random hex>.part``: hidden, and never a final name."""
@@ -67,25 +78,63 @@ def _write_temp(path: Path, data: bytes, *, sync: bool = True) -> Path:
 def write_group(files: Sequence[tuple[Path, bytes]]) -> None:
     """Write many files atomically and durably, paying for durability once per group rather
     than once per file where the system allows (Linux ``syncfs``): every temporary file written,
-    the file system synced, then every rename, then the directories synced. A final name never
-    holds a partial file, even after a power cut; on error, no temporary file is left."""
-    group_sync = _syncfs is not None
-    temps: list[tuple[Path, Path]] = []
+    synced, then every rename, then the directories synced. A final name never holds a partial
+    file, even after a power cut; on error, no temporary file is left. The steps are separate
+    functions for a caller that runs the slow ones (the syncs) on another thread."""
+    temps = write_temps(files)
     try:
-        for path, data in files:
-            temps.append((_write_temp(path, data, sync=not group_sync), path))
-        directories = {path.parent for _, path in temps}
-        if group_sync:
-            for directory in directories:
-                sync_filesystem(directory)
-        for temp, path in temps:
-            os.replace(temp, path)
+        sync_temps(temps)
+        directories = claim_temps(temps)
     except BaseException:
-        for temp, _ in temps:
-            _discard(temp)
+        discard_temps(temps)
         raise
     for directory in directories:
         fsync_dir(directory)
+
+
+def write_temps(files: Sequence[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
+    """``(temporary file, final name)`` for each file, written but not yet synced (cheap: the data
+    goes to the page cache). On error, the temporary files already written are removed."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for directory in {path.parent for path, _ in files}:
+            directory.mkdir(parents=True, exist_ok=True)
+        for path, data in files:
+            fd, temp = _temp_file(path.parent, path.name)
+            temps.append((temp, path))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+    except BaseException:
+        discard_temps(temps)
+        raise
+    return temps
+
+
+def sync_temps(temps: Sequence[tuple[Path, Path]]) -> None:
+    """Make the temporary files durable: one ``syncfs`` per file system, or else an fsync each."""
+    if _syncfs is not None:
+        for directory in {path.parent for _, path in temps}:
+            sync_filesystem(directory)
+        return
+    for temp, _ in temps:  # pragma: no cover - not Linux
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def claim_temps(temps: Sequence[tuple[Path, Path]]) -> set[Path]:
+    """Rename each temporary file to its final name (replacing a file there); the directories,
+    whose renames :func:`fsync_dir` makes durable."""
+    for temp, path in temps:
+        os.replace(temp, path)
+    return {path.parent for _, path in temps}
+
+
+def discard_temps(temps: Sequence[tuple[Path, Path]]) -> None:
+    for temp, _ in temps:
+        _discard(temp)
 
 
 def _load_syncfs() -> Callable[[int], int] | None:

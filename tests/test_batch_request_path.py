@@ -109,18 +109,19 @@ async def test_finished_jobs_are_committed_in_groups_with_one_manifest_fsync_eac
     from stepfun_openai.batch import _manifest
 
     syncs: list[int] = []
-    original = _manifest.Manifest.append_many
+    original = _manifest.Manifest.append_lines
 
-    def counting(self: Any, events: Any) -> None:
-        syncs.append(len(events))
-        original(self, events)
+    def counting(self: Any, text: str) -> None:
+        syncs.append(text.count("\n"))
+        original(self, text)
 
-    monkeypatch.setattr(_manifest.Manifest, "append_many", counting)
+    monkeypatch.setattr(_manifest.Manifest, "append_lines", counting)
     client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
     jobs = [{"prompt": f"a cat {i}", "model": "step-2x-large", "size": "256x256"} for i in range(40)]
     result = await batch.arun(jobs, out=tmp_path, client=client, concurrency=20, rpm=None, progress=False)
     await client.close()
     assert result.succeeded == 40 and sum(syncs) == 40
+    assert len(syncs) < 40  # jobs finished together share a commit
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 40 and all((tmp_path / json.loads(line)["file"]).is_file() for line in lines)
 
@@ -130,10 +131,10 @@ async def test_a_write_error_stops_the_batch_and_is_raised_and_no_line_vouches_f
 ) -> None:
     from stepfun_openai.batch import _writer
 
-    def disk_full(files: Any) -> None:
+    def disk_full(temps: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_writer, "write_group", disk_full)
+    monkeypatch.setattr(_writer, "sync_temps", disk_full)
     client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
     jobs = [{"prompt": f"a cat {i}", "model": "step-2x-large", "size": "256x256"} for i in range(10)]
     with pytest.raises(OSError, match="No space left"):
@@ -143,6 +144,7 @@ async def test_a_write_error_stops_the_batch_and_is_raised_and_no_line_vouches_f
     await client.close()
     manifest = tmp_path / "manifest.jsonl"
     assert not manifest.exists() or manifest.read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "manifest.jsonl") == []  # no temp left
 
 
 def test_the_sdk_default_pool_is_what_connection_limit_reads() -> None:

@@ -114,7 +114,14 @@ class Manifest:
 
     def append_many(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Write events durably, one flush and one fsync for all: on disk when this returns."""
-        text = "".join(json.dumps(event, ensure_ascii=False, default=str) + "\n" for event in events)
+        self.append_lines(self.lines(events))
+
+    @staticmethod
+    def lines(events: Sequence[Mapping[str, Any]]) -> str:
+        return "".join(json.dumps(event, ensure_ascii=False, default=str) + "\n" for event in events)
+
+    def append_lines(self, text: str) -> None:
+        """Append ``text`` (whole lines from :meth:`lines`) durably: one write, one flush, one fsync."""
         with self._lock:
             if self._handle is None:
                 raise RuntimeError("the manifest is not open")

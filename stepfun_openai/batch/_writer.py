@@ -1,34 +1,35 @@
-"""The batch's one writer: image files and manifest lines committed in groups, off the event loop.
+"""The batch's one writer: image files and manifest lines committed in groups.
 
-A finished job hands its outcome to :meth:`GroupWriter.commit` and waits for it to be durable
-(so a crash repeats at most the jobs in flight); the event loop itself never waits for the disk.
-One thread takes all that was handed over since its last round and commits it as a group, so
-the jobs finished meanwhile share one sync: every image written
-to a temporary file, the file system synced once, every file renamed into place, the directory
-synced (:func:`stepfun_openai._files.write_group`), then the group's manifest lines appended with
-one flush and one fsync. The order is the crash safety: a line is only written once its files are
-complete and durable, so a crash leaves either no line (the job runs again on resume) or a line
-whose files are whole.
+A finished job hands its outcome to :meth:`GroupWriter.commit` and waits until it is durable, so
+a crash repeats at most the jobs in flight. The jobs that finish while groups are being committed
+form the next group, which shares one sync (a few groups are committed at once, so the syncs
+overlap). A group is committed in order (the crash safety):
+every image written to a temporary file, the file system synced once, every file renamed into
+place, the directory synced, then the group's manifest lines appended with one write and one
+fsync. So a line is only written once its files are complete and durable: a crash leaves either
+no line (the job runs again on resume) or a line whose files are whole.
 
-Bounded: :meth:`~GroupWriter.submit` waits while more than ``max_pending_bytes`` of images wait
-for the disk (at least one job is always let through), and a group holds at most ``max_group``
-jobs. Each image is decoded once, on the event loop (CPU work on this thread would hold the GIL
-against the loop; this thread mostly waits for the disk), and dropped once written.
+Threads: the cheap steps (writing to the page cache, renaming, serialising) run on the event
+loop; only the waits for the disk (the syncs) run on worker threads, two hand-offs a group.
+A thread doing many small system calls would have to win the GIL back from the loop after each
+one, and that slowed the whole batch (measured: its jobs waited for commits, half the requests
+in flight idle).
+
+Bounded: a group holds at most ``max_group`` jobs; images are decoded once, on the event loop,
+and released once written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
-import queue
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._files import write_group
+from .._files import claim_temps, discard_temps, fsync_dir, sync_temps, write_group, write_temps
 from .._metadata import embed_png_metadata, sidecar_path
 from .._sniff import sniff
 from ._manifest import Manifest
@@ -38,11 +39,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Commit", "GroupWriter"]
 
-DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
-"""Base64 of finished images waiting for the disk, at most (about 32 images of 1024x1024)."""
 DEFAULT_MAX_GROUP = 512
+DEFAULT_PARALLEL = 4
+"""Groups committed at once: while one waits for its sync, the next is already syncing, so a
+finished job waits about one sync, not a queue of them."""
 
 _EXTENSIONS = {"jpeg": "jpg"}
+
+
+@dataclass
+class _Group:
+    commits: list[Commit]
+    temps: list[tuple[Path, Path]] = field(default_factory=list)
+    durable: bool = False
+    """Its lines are in the manifest (set by the sync thread)."""
 
 
 @dataclass
@@ -57,14 +67,10 @@ class Commit:
     files: list[Path] = field(default_factory=list)
     done: asyncio.Future[None] | None = field(default=None, repr=False)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(len(image.b64_json or "") for image in self.images)
-
 
 class GroupWriter:
-    """Commits :class:`Commit`\\ s in groups from one thread; ``on_committed`` is called on the
-    event loop with each committed group, in order."""
+    """Commits :class:`Commit`\\ s in groups; ``on_committed`` is called on the event loop with
+    each committed group, in order."""
 
     def __init__(
         self,
@@ -72,26 +78,19 @@ class GroupWriter:
         out: Path,
         *,
         on_committed: Callable[[list[Commit]], None],
-        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         max_group: int = DEFAULT_MAX_GROUP,
+        parallel: int = DEFAULT_PARALLEL,
     ) -> None:
         self._manifest = manifest
         self._out = out
         self._on_committed = on_committed
-        self._max_pending_bytes = max_pending_bytes
         self._max_group = max_group
-        self._queue: queue.SimpleQueue[Commit | None] = queue.SimpleQueue()
-        self._done: collections.deque[list[Commit]] = collections.deque()
+        self._parallel = parallel
         self._loop = asyncio.get_running_loop()
-        self._pending = 0
-        self._pending_bytes = 0
-        self._room = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._waiting: list[Commit] = []
+        self._running: dict[asyncio.Task[None], _Group] = {}
         self._error: BaseException | None = None
-        self._waiting: set[asyncio.Future[None]] = set()
-        self._thread = threading.Thread(target=self._work, name="stepfun-batch-writer", daemon=True)
-        self._thread.start()
+        self._disk = ThreadPoolExecutor(parallel, thread_name_prefix="stepfun-batch-sync")
 
     @property
     def error(self) -> BaseException | None:
@@ -99,114 +98,108 @@ class GroupWriter:
         return self._error
 
     async def commit(self, commit: Commit) -> None:
-        """Hand ``commit`` to the writer and wait until it is committed (its files in place, its line
-        durable). Many jobs wait at once and are committed together, so a job's wait is one group's
-        commit, and a crash repeats at most the jobs that were in flight."""
-        done = await self.submit(commit)
-        await done
-
-    async def submit(self, commit: Commit) -> asyncio.Future[None]:
-        """Hand ``commit`` to the writer (waiting only while too many image bytes are pending);
-        the future is done once it is committed."""
-        nbytes = commit.nbytes
-        while self._pending and self._pending_bytes + nbytes > self._max_pending_bytes and self._error is None:
-            self._room.clear()
-            await self._room.wait()
+        """Hand ``commit`` to the writer and wait until it is committed (its files in place, its
+        line durable); raises the writer's error if it stopped."""
         if self._error is not None:
             raise self._error
-        self._pending += 1
-        self._pending_bytes += nbytes
-        self._idle.clear()
         commit.done = self._loop.create_future()
-        self._waiting.add(commit.done)
-        self._queue.put(commit)
-        return commit.done
+        self._waiting.append(commit)
+        self._start_groups()
+        await commit.done
 
     async def drain(self) -> None:
-        """Wait until everything submitted is committed (and raise the writer's error, if any)."""
-        while self._pending and self._error is None:
-            await self._idle.wait()
+        """Wait until everything handed over is committed (and raise the writer's error, if any)."""
+        while self._running and self._error is None:
+            await asyncio.wait(list(self._running))
         if self._error is not None:
             raise self._error
 
     def close(self) -> None:
-        """Commit what was submitted, stop the thread, and report the last groups (callable from
-        any state of the loop, e.g. after Ctrl-C)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._apply()
-
-    # -- the event loop side --
-
-    def _apply(self) -> None:
-        while self._done:
-            group = self._done.popleft()
-            self._pending -= len(group)
-            self._pending_bytes -= sum(commit.nbytes for commit in group)
-            for commit in group:
-                commit.images = []  # the response can go: its image is on disk
-            self._on_committed(group)
-            for commit in group:
-                if commit.done is not None:
-                    self._waiting.discard(commit.done)
-                    if not commit.done.done():
-                        commit.done.set_result(None)
-        if self._error is not None:
-            for waiting in self._waiting:
-                if not waiting.done():
-                    waiting.set_exception(self._error)
-            self._waiting.clear()
-        self._room.set()
-        if self._pending <= 0 or self._error is not None:
-            self._idle.set()
-
-    def _notify(self) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._apply)
-        except RuntimeError:  # the loop is closed: close() applies what is left
-            pass
-
-    # -- the writer thread --
-
-    def _work(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            stop = False
-            while len(group) < self._max_group:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                group.append(item)
+        """Stop, then commit what was handed over and not yet committed, synchronously (callable
+        in any state of the loop, e.g. after Ctrl-C): finished images are not thrown away."""
+        for task in self._running:
+            task.cancel()
+        self._disk.shutdown(wait=True)  # the syncs in progress end first
+        unfinished: list[Commit] = []
+        for group in self._running.values():
+            discard_temps(group.temps)  # a group cut short is written again below
+            if group.durable:  # its lines were written, but the loop never saw it
+                self._finish(group.commits)
+            else:
+                unfinished += group.commits
+        self._running.clear()
+        unfinished += self._waiting
+        self._waiting = []
+        if unfinished and self._error is None:
             try:
-                self._commit(group)
-            except BaseException as exc:
+                write_group([file for commit in unfinished for file in self._files_of(commit)])
+                self._manifest.append_lines(self._manifest.lines([commit.event for commit in unfinished]))
+            except BaseException as exc:  # the caller reports its own error, if any
                 self._error = exc
-                self._notify()
-                return
-            self._done.append(group)
-            self._notify()
-            if stop:
-                return
+            else:
+                self._finish(unfinished)
 
-    def _commit(self, group: list[Commit]) -> None:
-        files = [file for commit in group for file in self._files_of(commit)]
-        # Every file complete and durable under its final name (one sync for the whole group)
-        # before the lines that vouch for them.
-        write_group(files)
-        self._manifest.append_many([commit.event for commit in group])
+    # -- on the event loop --
+
+    def _start_groups(self) -> None:
+        while self._waiting and len(self._running) < self._parallel and self._error is None:
+            group = _Group(self._waiting[: self._max_group])
+            del self._waiting[: len(group.commits)]
+            task = self._loop.create_task(self._commit(group))
+            self._running[task] = group
+            task.add_done_callback(self._group_done)
+
+    def _group_done(self, task: asyncio.Task[None]) -> None:
+        group = self._running.pop(task, None)
+        if group is None or task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self._fail(error, group.commits)
+            return
+        self._finish(group.commits)
+        self._start_groups()
+
+    async def _commit(self, group: _Group) -> None:
+        files = [file for commit in group.commits for file in self._files_of(commit)]
+        text = self._manifest.lines([commit.event for commit in group.commits])
+        group.temps = write_temps(files)
+        try:
+            await self._loop.run_in_executor(self._disk, sync_temps, group.temps)
+            directories = claim_temps(group.temps)
+        except BaseException:
+            discard_temps(group.temps)
+            raise
+        group.temps = []
+        await self._loop.run_in_executor(self._disk, self._make_durable, group, directories, text)
+
+    def _make_durable(self, group: _Group, directories: set[Path], text: str) -> None:
+        for directory in directories:
+            fsync_dir(directory)  # the renames are durable before the lines that vouch for them
+        self._manifest.append_lines(text)
+        group.durable = True
+
+    def _finish(self, group: list[Commit]) -> None:
+        for commit in group:
+            commit.images = []  # the response can go: its image is on disk
+        self._on_committed(group)
+        for commit in group:
+            if commit.done is not None and not commit.done.done():
+                commit.done.set_result(None)
+
+    def _fail(self, exc: BaseException, group: list[Commit]) -> None:
+        if self._error is None:
+            self._error = exc
+        failed, self._waiting = [*group, *self._waiting], []
+        for commit in failed:
+            if commit.done is not None and not commit.done.done():
+                commit.done.set_exception(self._error)
 
     def _files_of(self, commit: Commit) -> list[tuple[Path, bytes]]:
         """The files of one job: each image (decoded on the event loop, cached on the image) with
         its provenance inside (PNG) or in a ``.json`` sidecar (other formats), as ``save()`` does."""
         files: list[tuple[Path, bytes]] = []
+        commit.files = []
         for number, image in enumerate(commit.images):
             data = image.read()
             extension = sniff(data[:64]).format or "png"
