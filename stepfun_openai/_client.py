@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 import openai
@@ -104,6 +105,8 @@ class _StepFunMixin:
 
     retry_policy: RetryPolicy
     _stepfun_settings: ClientSettings
+    _http_client_is_users: bool
+    """A twin cannot take over the caller's HTTP client (sync and async ones are not interchangeable)."""
 
     def __init__(
         self,
@@ -126,6 +129,8 @@ class _StepFunMixin:
             policy = policy.with_max_retries(max_retries)
         self.retry_policy = policy
         self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed, fit=fit)
+        # copy() always hands the SDK's own HTTP client on, so it says whose it is.
+        self._http_client_is_users = kwargs.pop("_http_client_is_users", kwargs.get("http_client") is not None)
         # The next class in the MRO is OpenAI or AsyncOpenAI.
         super().__init__(  # type: ignore[call-arg]
             api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
@@ -175,6 +180,7 @@ class _StepFunMixin:
             "validate": self.validate if validate is None else validate,
             "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
             "fit": self.fit if fit is None else fit,
+            "_http_client_is_users": self._http_client_is_users or kwargs.get("http_client") is not None,
         }
         # The base copy() forwards max_retries itself; it must be ours, not the SDK's 0.
         copied: Self = super().copy(  # type: ignore[misc]
@@ -207,6 +213,54 @@ class _StepFunMixin:
         return (
             f"{type(self).__name__}(base_url={str(base_url)!r}, api_key=<hidden>, retry_policy={self.retry_policy!r})"
         )
+
+
+_ClientT = TypeVar("_ClientT", "StepFun", "AsyncStepFun")
+
+
+def _twin(source: StepFun | AsyncStepFun, twin: type[_ClientT], overrides: dict[str, Any]) -> _ClientT:
+    """``source``'s settings in a client of the other class, ``overrides`` replacing any of them.
+
+    Read from the client as it is now, like ``copy()`` does: organization, project and the other
+    OpenAI settings are ``None`` unless the caller gave them (construction scrubbed ``OPENAI_*``),
+    and the headers and query are the caller's own, not the SDK's platform headers.
+    """
+    settings: dict[str, Any] = {
+        "api_key": source.api_key,
+        "base_url": source.base_url,
+        "websocket_base_url": source.websocket_base_url,
+        "organization": source.organization,
+        "project": source.project,
+        "webhook_secret": source.webhook_secret,
+        "admin_api_key": source.admin_api_key,
+        "timeout": source.timeout,
+        "retry_policy": source.retry_policy,  # max_retries included
+        "validate": source.validate,
+        "stable_seed": source.stable_seed,
+        "fit": source.fit,
+        "default_headers": dict(source._custom_headers) or None,
+        "default_query": dict(source._custom_query) or None,
+        "_strict_response_validation": source._strict_response_validation,
+        "_enforce_credentials": bool(source.api_key),  # built allowed no key: so is its twin
+    }
+    to_async = issubclass(twin, AsyncStepFun)
+    method, theirs, needed = ("to_async", "Client", "AsyncClient") if to_async else ("to_sync", "AsyncClient", "Client")
+    if source._api_key_provider is not None and "api_key" not in overrides:
+        raise TypeError(
+            f"{type(source).__name__}.{method}(): this client's API key comes from a callable, and a sync and "
+            f"an async client cannot call the same one: pass {method}(api_key=...)"
+        )
+    if source._http_client_is_users and overrides.get("http_client") is None:
+        target = f"{'an' if to_async else 'a'} {twin.__name__}"
+        warnings.warn(
+            f"{type(source).__name__}.{method}(): this client was built with your own http_client, and an "
+            f"httpx2.{theirs} cannot serve {target}, so the {twin.__name__} gets a fresh default HTTP client. Your "
+            "client's settings (connection-pool limits, proxies, transport, event hooks) are not carried: they "
+            f"cannot be read back reliably. To keep them, pass {method}(http_client=httpx2.{needed}(...)).",
+            UserWarning,
+            stacklevel=3,
+        )
+    return twin(**{**settings, **overrides})
 
 
 def _is_image_call(cast_to: Any, response: httpx2.Response) -> bool:
@@ -277,6 +331,14 @@ class StepFun(_StepFunMixin, OpenAI):
     def with_streaming_response(self) -> StepFunWithStreamedResponse:
         return StepFunWithStreamedResponse(self)
 
+    def to_async(self, *, http_client: httpx2.AsyncClient | None = None, **overrides: Any) -> AsyncStepFun:
+        """An ``AsyncStepFun`` with this client's settings; keywords (the constructor's) replace them.
+
+        A sync HTTP client cannot serve it: it gets ``http_client``, or a default one (with a
+        ``UserWarning`` if this client was built with an ``http_client`` of yours).
+        """
+        return _twin(self, AsyncStepFun, {"http_client": http_client, **overrides})
+
     def request(
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
@@ -319,6 +381,14 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
     @cached_property
     def with_streaming_response(self) -> AsyncStepFunWithStreamedResponse:
         return AsyncStepFunWithStreamedResponse(self)
+
+    def to_sync(self, *, http_client: httpx2.Client | None = None, **overrides: Any) -> StepFun:
+        """A ``StepFun`` with this client's settings; keywords (the constructor's) replace them.
+
+        An async HTTP client cannot serve it: it gets ``http_client``, or a default one (with a
+        ``UserWarning`` if this client was built with an ``http_client`` of yours).
+        """
+        return _twin(self, StepFun, {"http_client": http_client, **overrides})
 
     async def request(
         self, cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
