@@ -380,7 +380,7 @@ def _single(args: argparse.Namespace) -> int:
 
 def _batch(args: argparse.Namespace) -> int:
     from . import batch
-    from ._client import AsyncStepFun
+    from ._client import StepFun
 
     jobs = batch.load_jobs(args.jobs)
     defaults = _params(args, "generate")
@@ -393,8 +393,8 @@ def _batch(args: argparse.Namespace) -> int:
         limits = batch.resolve_limits(concurrency=args.concurrency, rpm=args.rpm, tier=args.tier)
     manifest = Path(args.manifest) if args.manifest else Path(args.out) / "manifest.jsonl"
     print(f"{len(jobs)} jobs from {args.jobs}; limits: {limits.describe()}", file=sys.stderr)
-    with _connection(args) as connection:
-        client = AsyncStepFun(**connection)
+    # batch.run sends with an async twin of this client, made in its own event loop.
+    with _connection(args) as connection, StepFun(**connection) as client:
         try:
             result = batch.run(
                 jobs,

@@ -12,6 +12,8 @@ an ``ImportError`` that names the extra.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -48,8 +50,8 @@ class StepFunImageTool(BaseTool):
 
     Args:
       client / async_client: ``StepFun`` / ``AsyncStepFun``. Give one or both; a missing one is
-        built with the other's key, base URL, timeout and retry policy (neither: both from
-        ``STEPFUN_API_KEY``).
+        the other's twin (``to_async()`` / ``to_sync()``: every setting but the HTTP client;
+        neither: both from ``STEPFUN_API_KEY``).
       output_dir: save images there (requested as ``b64_json``, so nothing expires) and tell the
         model the path; without it the model gets StepFun's URL (valid about an hour).
       default_model: the model when the call names none (``step-image-edit-2`` otherwise).
@@ -100,20 +102,16 @@ class StepFunImageTool(BaseTool):
     def _sync_client(self) -> StepFun:
         from ._client import StepFun
 
-        if self.client is not None:
-            return self.client  # type: ignore[no-any-return]
-        if self._made_sync is None:
-            self._made_sync = StepFun(**_twin_options(self.async_client))
-        return self._made_sync  # type: ignore[no-any-return]
+        if self.client is None and self._made_sync is None:
+            self._made_sync = StepFun() if self.async_client is None else self.async_client.to_sync()
+        return self.client if self.client is not None else self._made_sync  # type: ignore[no-any-return]
 
     def _async_client(self) -> AsyncStepFun:
         from ._client import AsyncStepFun
 
-        if self.async_client is not None:
-            return self.async_client  # type: ignore[no-any-return]
-        if self._made_async is None:
-            self._made_async = AsyncStepFun(**_twin_options(self.client))
-        return self._made_async  # type: ignore[no-any-return]
+        if self.async_client is None and self._made_async is None:
+            self._made_async = AsyncStepFun() if self.client is None else self.client.to_async()
+        return self.async_client if self.async_client is not None else self._made_async  # type: ignore[no-any-return]
 
     # --- running ---------------------------------------------------------------------------
 
@@ -130,20 +128,23 @@ class StepFunImageTool(BaseTool):
     def _run(
         self, run_manager: CallbackManagerForToolRun | None = None, **arguments: Any
     ) -> tuple[str | list[dict[str, Any]], StepFunImage | None]:
-        try:
+        with self._explaining_invalid():
             result = run_image_tool(self._sync_client(), arguments, **self._options())
-        except _INVALID as exc:
-            self._invalid(exc)
         return self._output(result)
 
     async def _arun(
         self, run_manager: AsyncCallbackManagerForToolRun | None = None, **arguments: Any
     ) -> tuple[str | list[dict[str, Any]], StepFunImage | None]:
-        try:
+        with self._explaining_invalid():
             result = await arun_image_tool(self._async_client(), arguments, **self._options())
+        return self._output(result)
+
+    @contextlib.contextmanager
+    def _explaining_invalid(self) -> Iterator[None]:
+        try:
+            yield
         except _INVALID as exc:
             self._invalid(exc)
-        return self._output(result)
 
     def _invalid(self, exc: Exception) -> NoReturn:
         """Arguments the catalog (or StepFun) rejected, handled like LangChain handles schema
@@ -180,17 +181,3 @@ def _image_block(image: StepFunImage) -> dict[str, Any]:
         data = _image_bytes(image) or b""
         return {"type": "image", "base64": image.b64_json, "mime_type": sniff(data[:64]).mime_type}
     return {"type": "image", "url": image.url}
-
-
-def _twin_options(client: Any) -> dict[str, Any]:
-    """Settings for the other half of a sync/async pair (the transport is not shareable)."""
-    if client is None:
-        return {}
-    return {
-        "api_key": client.api_key,
-        "base_url": client.base_url,
-        "timeout": client.timeout,
-        "retry_policy": client.retry_policy,
-        "validate": client.validate,
-        "stable_seed": client.stable_seed,
-    }

@@ -10,16 +10,13 @@ The LangChain tool (``stepfun_openai.langchain``) runs on the same functions.
 
 from __future__ import annotations
 
-import asyncio
-import base64
+import inspect
 import json
 import os
-import tempfile
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
 
 import openai
 from pydantic import ValidationError
@@ -252,47 +249,8 @@ _FILTERED = (
 
 
 def _image_bytes(image: StepFunImage) -> bytes | None:
-    return base64.b64decode(image.b64_json) if image.b64_json else None
-
-
-def _save(image: StepFunImage, directory: Path) -> Path:
-    """``StepFunImage.save`` (atomic, request metadata in the PNG) when this version has it."""
-    directory.mkdir(parents=True, exist_ok=True)  # an existing directory: save() names the file
-    saver = getattr(image, "save", None)
-    if callable(saver):
-        return Path(saver(directory)).resolve()
-    return _write_atomically(image, directory)
-
-
-async def _asave(image: StepFunImage, directory: Path) -> Path:
-    saver = getattr(image, "asave", None)
-    if not callable(saver):
-        return await asyncio.to_thread(_save, image, directory)
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-    return Path(await saver(directory)).resolve()
-
-
-def _write_atomically(image: StepFunImage, directory: Path) -> Path:
-    """The decoded image under a fresh name, written to a temporary file first and renamed, so a
-    partial file never carries the final name. Only for a ``StepFunImage`` without ``save()``
-    (it arrived in parallel with this module); drop it once every supported version has one."""
-    data = _image_bytes(image)
-    if data is None:
-        raise ValueError("the image has no b64_json to save (request response_format='b64_json')")
-    ext = {"jpeg": "jpg"}.get(sniff(data[:64]).format or "png", sniff(data[:64]).format or "png")
-    name = f"stepfun-{image.seed if image.seed is not None else 'x'}-{uuid.uuid4().hex[:8]}.{ext}"
-    final = directory / name
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return final.resolve()
+    """The inline image's bytes (decoded once, by the client's response check); never a download."""
+    return image.read() if image.b64_json else None
 
 
 def _pixel_size(image: StepFunImage, call: _Call) -> str:
@@ -322,26 +280,121 @@ def _describe(image: StepFunImage, call: _Call, path: Path | None) -> str:
     return text
 
 
-def _first_image(response: StepFunImagesResponse) -> StepFunImage:
-    return response.images[0]
-
-
-def _result(response: StepFunImagesResponse, call: _Call, path: Path | None) -> ImageToolResult:
-    image = _first_image(response)
-    return ImageToolResult(content=_describe(image, call, path), image=image, path=path, response=response)
-
-
-def _filtered(response: StepFunImagesResponse) -> ImageToolResult:
-    return ImageToolResult(_FILTERED, image=_first_image(response), error="content_filtered", response=response)
-
-
 # --- running -----------------------------------------------------------------------------------
 
 _INVALID = (ValidationError, StepFunValidationError, openai.BadRequestError)
+_EXPLAINED = (*_INVALID, ContentBlockedError)
+"""What the model can act on: it comes back as a tool result instead of raising."""
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
-def run_image_tool(
-    client: StepFun,
+@dataclass(frozen=True)
+class _ToolRun(Generic[_T]):
+    """One tool call: everything but the request and the save, which the sync and the async
+    runner each do their own way."""
+
+    arguments: Any
+    directory: Path | None
+    default_model: str | None
+    handle_validation_error: bool
+    local_files: bool
+    tool_name: str
+    output: Callable[[ImageToolResult], _T]
+    """What the caller gets: the whole result (``run_image_tool``) or its text (``run_tool_call``)."""
+
+    def plan(self) -> _Call:
+        args = parse_arguments(self.arguments)
+        return _plan(args, default_model=self.default_model, output_dir=self.directory, local_files=self.local_files)
+
+    def failed(self, exc: Exception) -> _T:
+        """A failure the model can act on, explained (invalid arguments raise again if asked to)."""
+        if isinstance(exc, ContentBlockedError):
+            return self.output(ImageToolResult(_explain_blocked(exc), error="content_blocked"))
+        if not self.handle_validation_error:
+            raise exc
+        return self.output(ImageToolResult(explain_invalid(exc, tool_name=self.tool_name), error="invalid_arguments"))
+
+    def save_to(self, response: StepFunImagesResponse) -> str | None:
+        """Where to save the image (a folder: ``save()`` picks a free name), or ``None``: no
+        folder, or moderation filtered the image."""
+        if self.directory is None or response.images[0].content_filtered:
+            return None
+        return f"{self.directory}{os.sep}"
+
+    def finish(self, response: StepFunImagesResponse, call: _Call, path: Path | None) -> _T:
+        image = response.images[0]
+        if image.content_filtered:
+            return self.output(ImageToolResult(_FILTERED, image=image, error="content_filtered", response=response))
+        content = _describe(image, call, path)
+        return self.output(ImageToolResult(content, image=image, path=path, response=response))
+
+
+def _twins(
+    tool: Callable[_P, _ToolRun[_T]], name: str, returns: str
+) -> tuple[Callable[Concatenate[StepFun, _P], _T], Callable[Concatenate[AsyncStepFun, _P], Coroutine[Any, Any, _T]]]:
+    """The public sync function ``name`` and its async twin ``a<name>``: ``tool``'s parameters
+    after a ``client``, and its docstring. Only the request and the save are written twice."""
+
+    def run(client: StepFun, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        planned = tool(*args, **kwargs)
+        try:
+            call = planned.plan()
+            method = client.images.image2image if call.method == "image2image" else client.images.generate
+            response: StepFunImagesResponse = method(**call.kwargs)
+        except _EXPLAINED as exc:
+            return planned.failed(exc)
+        folder = planned.save_to(response)
+        return planned.finish(response, call, None if folder is None else response.images[0].save(folder).resolve())
+
+    async def arun(client: AsyncStepFun, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        planned = tool(*args, **kwargs)
+        try:
+            call = planned.plan()
+            method = client.images.image2image if call.method == "image2image" else client.images.generate
+            response: StepFunImagesResponse = await method(**call.kwargs)
+        except _EXPLAINED as exc:
+            return planned.failed(exc)
+        folder = planned.save_to(response)
+        path = None if folder is None else (await response.images[0].asave(folder)).resolve()
+        return planned.finish(response, call, path)
+
+    doc = f"The async twin of :func:`{name}`, on ``AsyncStepFun`` (files are written in a worker thread)."
+    _present(run, tool, name, "StepFun", tool.__doc__, returns)
+    _present(arun, tool, f"a{name}", "AsyncStepFun", doc, returns)
+    # Typed as callers see them: ``client`` first (it may still be passed by keyword).
+    return cast("Callable[Concatenate[StepFun, _P], _T]", run), cast(
+        "Callable[Concatenate[AsyncStepFun, _P], Coroutine[Any, Any, _T]]", arun
+    )
+
+
+def _present(function: Any, tool: Callable[..., Any], name: str, client: str, doc: str | None, returns: str) -> None:
+    """What ``help()`` and ``inspect.signature`` show: ``client`` and then ``tool``'s parameters."""
+    signature = inspect.signature(tool)
+    first = inspect.Parameter("client", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=client)
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    function.__signature__ = signature.replace(
+        parameters=[first, *signature.parameters.values()], return_annotation=returns
+    )
+
+
+def _start(
+    arguments: Any,
+    output_dir: str | os.PathLike[str] | None,
+    default_model: str | None,
+    handle_validation_error: bool,
+    local_files: bool,
+    tool_name: str,
+    output: Callable[[ImageToolResult], _T],
+) -> _ToolRun[_T]:
+    check_default_model(default_model)  # the programmer's mistake, raised before anything else
+    directory = Path(output_dir) if output_dir is not None else None
+    return _ToolRun(arguments, directory, default_model, handle_validation_error, local_files, tool_name, output)
+
+
+def _image_tool(
     arguments: ImageToolArgs | Mapping[str, Any] | str | None,
     *,
     output_dir: str | os.PathLike[str] | None = None,
@@ -349,7 +402,7 @@ def run_image_tool(
     handle_validation_error: bool = True,
     local_files: bool = True,
     tool_name: str = IMAGE_TOOL_NAME,
-) -> ImageToolResult:
+) -> _ToolRun[ImageToolResult]:
     """Validate ``arguments`` and generate the image with ``client``.
 
     ``output_dir``: save the image there (requested as ``b64_json``, so nothing expires) and
@@ -359,55 +412,14 @@ def run_image_tool(
     A moderation block is always returned as an explanation. Other errors (auth, rate limits after
     the retries, server errors) raise: the model cannot fix them.
     """
-    check_default_model(default_model)
-    directory = Path(output_dir) if output_dir is not None else None
-    try:
-        call = _plan(
-            parse_arguments(arguments), default_model=default_model, output_dir=directory, local_files=local_files
-        )
-        method = client.images.image2image if call.method == "image2image" else client.images.generate
-        response: StepFunImagesResponse = method(**call.kwargs)
-    except _INVALID as exc:
-        if not handle_validation_error:
-            raise
-        return ImageToolResult(explain_invalid(exc, tool_name=tool_name), error="invalid_arguments")
-    except ContentBlockedError as exc:
-        return ImageToolResult(_explain_blocked(exc), error="content_blocked")
-    if _first_image(response).content_filtered:
-        return _filtered(response)
-    path = _save(_first_image(response), directory) if directory is not None else None
-    return _result(response, call, path)
+    return _start(arguments, output_dir, default_model, handle_validation_error, local_files, tool_name, _whole)
 
 
-async def arun_image_tool(
-    client: AsyncStepFun,
-    arguments: ImageToolArgs | Mapping[str, Any] | str | None,
-    *,
-    output_dir: str | os.PathLike[str] | None = None,
-    default_model: str | None = None,
-    handle_validation_error: bool = True,
-    local_files: bool = True,
-    tool_name: str = IMAGE_TOOL_NAME,
-) -> ImageToolResult:
-    """The async twin of :func:`run_image_tool` (the file is written in a worker thread)."""
-    check_default_model(default_model)
-    directory = Path(output_dir) if output_dir is not None else None
-    try:
-        call = _plan(
-            parse_arguments(arguments), default_model=default_model, output_dir=directory, local_files=local_files
-        )
-        method = client.images.image2image if call.method == "image2image" else client.images.generate
-        response: StepFunImagesResponse = await method(**call.kwargs)
-    except _INVALID as exc:
-        if not handle_validation_error:
-            raise
-        return ImageToolResult(explain_invalid(exc, tool_name=tool_name), error="invalid_arguments")
-    except ContentBlockedError as exc:
-        return ImageToolResult(_explain_blocked(exc), error="content_blocked")
-    if _first_image(response).content_filtered:
-        return _filtered(response)
-    path = await _asave(_first_image(response), directory) if directory is not None else None
-    return _result(response, call, path)
+def _whole(result: ImageToolResult) -> ImageToolResult:
+    return result
+
+
+run_image_tool, arun_image_tool = _twins(_image_tool, "run_image_tool", "ImageToolResult")
 
 
 # --- tool calls --------------------------------------------------------------------------------
@@ -441,8 +453,7 @@ def _arguments_for(tool_call: ToolCallLike, name: str) -> Any:
     return arguments
 
 
-def run_tool_call(
-    client: StepFun,
+def _tool_call(
     tool_call: ToolCallLike,
     *,
     output_dir: str | os.PathLike[str] | None = None,
@@ -450,7 +461,7 @@ def run_tool_call(
     handle_validation_error: bool = True,
     local_files: bool = True,
     name: str = IMAGE_TOOL_NAME,
-) -> str:
+) -> _ToolRun[str]:
     """Execute a model's call of the image tool and return the tool message's content.
 
     ``tool_call`` is openai's ``ChatCompletionMessageToolCall``, its dict form, a Responses API
@@ -458,40 +469,14 @@ def run_tool_call(
     ``name`` must match the name the schema was sent with (``ValueError`` otherwise).
     """
     arguments = _arguments_for(tool_call, name)
-    result = run_image_tool(
-        client,
-        arguments,
-        output_dir=output_dir,
-        default_model=default_model,
-        handle_validation_error=handle_validation_error,
-        local_files=local_files,
-        tool_name=name,
-    )
+    return _start(arguments, output_dir, default_model, handle_validation_error, local_files, name, _content)
+
+
+def _content(result: ImageToolResult) -> str:
     return result.content
 
 
-async def arun_tool_call(
-    client: AsyncStepFun,
-    tool_call: ToolCallLike,
-    *,
-    output_dir: str | os.PathLike[str] | None = None,
-    default_model: str | None = None,
-    handle_validation_error: bool = True,
-    local_files: bool = True,
-    name: str = IMAGE_TOOL_NAME,
-) -> str:
-    """The async twin of :func:`run_tool_call`, on ``AsyncStepFun``."""
-    arguments = _arguments_for(tool_call, name)
-    result = await arun_image_tool(
-        client,
-        arguments,
-        output_dir=output_dir,
-        default_model=default_model,
-        handle_validation_error=handle_validation_error,
-        local_files=local_files,
-        tool_name=name,
-    )
-    return result.content
+run_tool_call, arun_tool_call = _twins(_tool_call, "run_tool_call", "str")
 
 
 def check_default_model(model: str | None) -> str | None:

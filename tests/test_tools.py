@@ -308,20 +308,17 @@ async def test_async_tool_call(async_stepfun_client: Any, stepfun_emulator: Emul
     assert last_request(stepfun_emulator)["fields"]["seed"] == 7
 
 
-def test_fallback_writer_leaves_no_partial_file(tmp_path: Path) -> None:
-    # For a StepFunImage without save() (the helper ships while save() lands in parallel).
-    import base64
+def test_saving_twice_into_one_folder_keeps_both_images_and_no_partial_file(
+    stepfun_client: StepFun, tmp_path: Path
+) -> None:
+    # The same prompt and seed: the same file name is wanted twice; the second never replaces the first.
+    call = tool_call(strict_arguments(prompt="a fox", seed=5))
+    first = run_tool_call(stepfun_client, call, output_dir=tmp_path)
+    second = run_tool_call(stepfun_client, call, output_dir=tmp_path)
 
-    from stepfun_openai.tools import _write_atomically
-    from stepfun_openai.types import StepFunImage
-
-    image = StepFunImage(b64_json=base64.b64encode(tiny_png()).decode(), seed=5)
-
-    path = _write_atomically(image, tmp_path)
-
-    assert path.name.startswith("stepfun-5-") and path.suffix == ".png"
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]
-    assert path.read_bytes() == tiny_png()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and not any(name.startswith(".") for name in names)
+    assert all(f"Saved to {tmp_path / name}." in first + second for name in names)
 
 
 def test_without_local_validation_stepfuns_own_400_is_explained(stepfun_emulator: Emulator) -> None:
