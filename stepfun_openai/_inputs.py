@@ -16,6 +16,7 @@ from typing import Any
 
 from ._exceptions import StepFunValidationError
 from ._sniff import HEADER_BYTES, ImageInfo, sniff
+from ._urls import is_data_url, is_http_url
 
 __all__ = [
     "EncodedImage",
@@ -46,10 +47,6 @@ class EncodedImage:
     is_url: bool = False
 
 
-def _is_http_url(value: str) -> bool:
-    return value[:8].lower().startswith(("http://", "https://"))
-
-
 def _read_source(value: Any, param: str) -> bytes | str:
     """Bytes for local sources; the string itself for URL/data URL/base64 strings."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -57,7 +54,7 @@ def _read_source(value: Any, param: str) -> bytes | str:
     if isinstance(value, os.PathLike):
         return _read_file(os.fspath(value), param)
     if isinstance(value, str):
-        if _is_http_url(value) or value[:5].lower() == "data:":
+        if is_http_url(value) or is_data_url(value):
             return value
         if len(value) < 4096 and os.path.isfile(value):
             return _read_file(value, param)
@@ -112,10 +109,10 @@ def encode_image(value: Any, *, param: str, data_url: bool = True) -> EncodedIma
         inspected = inspect_image_string(source, param=param)
         if inspected.is_url:
             return inspected
-        is_data_url = source[:5].lower() == "data:"
-        if data_url and not is_data_url:
+        inline = is_data_url(source)
+        if data_url and not inline:
             source = f"data:{inspected.info.mime_type};base64,{source}"
-        elif not data_url and is_data_url:
+        elif not data_url and inline:
             source = source[source.index(",") + 1 :]
         return EncodedImage(text=source, info=inspected.info, nbytes=inspected.nbytes)
     info = sniff(source[:HEADER_BYTES])
@@ -127,10 +124,10 @@ def encode_image(value: Any, *, param: str, data_url: bool = True) -> EncodedIma
 
 def inspect_image_string(text: str, *, param: str) -> EncodedImage:
     """Format, pixel size and byte count of an image string, decoding only its first bytes."""
-    if _is_http_url(text):
+    if is_http_url(text):
         return EncodedImage(text=text, info=ImageInfo(None, None, None), nbytes=None, is_url=True)
     payload_start = 0
-    if text[:5].lower() == "data:":
+    if is_data_url(text):
         match = _DATA_URL_RE.match(text[:200])
         if not match:
             raise StepFunValidationError(param, text, "a data: URL must look like data:image/png;base64,<data>")
@@ -154,7 +151,7 @@ def _pad(chars: str) -> str:
 def decode_image_string(text: str, *, param: str) -> bytes:
     """The bytes behind a data URL or bare base64 string."""
     start = 0
-    if text[:5].lower() == "data:":
+    if is_data_url(text):
         match = _DATA_URL_RE.match(text[:200])
         if not match:
             raise StepFunValidationError(param, text, "a data: URL must look like data:image/png;base64,<data>")
@@ -170,7 +167,7 @@ def image_bytes(value: Any, *, param: str) -> bytes:
     source = _read_source(value, param)
     if isinstance(source, bytes):
         return source
-    if _is_http_url(source):
+    if is_http_url(source):
         raise StepFunValidationError(
             param, source, "the edits endpoint uploads a file; pass a path, bytes, a file object or base64, not a URL"
         )
@@ -241,7 +238,7 @@ def encode_inline(
     if pieces is None:
         source = _read_source(value, param)
         if isinstance(source, str):
-            if _is_http_url(source) or (fit is None and not source.isascii()):
+            if is_http_url(source) or (fit is None and not source.isascii()):
                 return encode_image(source, param=param, data_url=data_url)
             if fit is None:
                 return _inline_from_text(source, param=param, data_url=data_url)
@@ -270,7 +267,7 @@ def _pieces(value: Any, param: str) -> Iterator[bytes | memoryview] | None:
     path = None
     if isinstance(value, os.PathLike):
         path = os.fspath(value)
-    elif isinstance(value, str) and not _is_http_url(value) and value[:5].lower() != "data:":
+    elif isinstance(value, str) and not is_http_url(value) and not is_data_url(value):
         if len(value) < 4096 and os.path.isfile(value):
             path = value
     if isinstance(path, bytes):
@@ -312,7 +309,7 @@ def _inline_from_text(text: str, *, param: str, data_url: bool) -> EncodedImage 
     bytes (one ``encode``, no ``json.dumps`` copies)."""
     inspected = inspect_image_string(text, param=param)
     start = 0
-    if text[:5].lower() == "data:":
+    if is_data_url(text):
         match = _DATA_URL_RE.match(text[:200])
         start = match.end() if match else 0
     if any(char in text for char in '\r\n"\\'):

@@ -24,6 +24,7 @@ from . import catalog
 from ._exceptions import MalformedResponseError, StepFunValidationError
 from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
+from ._urls import is_http_url, redact_url
 from ._validation import validate_request, warn_if_retired
 from .types import StepFunImage, StepFunImagesResponse, StyleReference, ensure_private
 
@@ -559,9 +560,8 @@ def _provenance(sent: Mapping[str, Any] | None, response: httpx2.Response) -> di
 def _describe_image(value: object) -> object:
     if isinstance(value, InlineImage):
         return f"<inline image, {len(value)} base64 chars>"
-    if isinstance(value, str) and value[:8].lower().startswith(("http://", "https://")):
-        from ._download import redact_url
-
+    if is_http_url(value):
+        assert isinstance(value, str)
         return redact_url(value)  # a presigned source URL's signature is not stored
     if isinstance(value, str):
         return f"<inline image, {len(value)} base64 chars>"

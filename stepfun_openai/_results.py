@@ -87,7 +87,8 @@ class ImageResultMixin:
             return self._data
         if self.b64_json is not None:
             try:
-                self._data = base64.b64decode(self.b64_json)
+                # strict: the response check looked at both ends only (see _requests.is_base64)
+                self._data = base64.b64decode(self.b64_json, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise ValueError(f"b64_json is not valid base64: {exc}") from None
             return self._data

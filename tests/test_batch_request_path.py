@@ -150,3 +150,31 @@ async def test_a_write_error_stops_the_batch_and_is_raised_and_no_line_vouches_f
 def test_the_sdk_default_pool_is_what_connection_limit_reads() -> None:
     assert connection_limit(openai.DefaultAsyncHttpxClient()) == 1000
     assert connection_limit(object()) is None
+
+
+def test_run_with_a_sync_client_keeps_its_settings_fit_included(stepfun_emulator: Emulator, tmp_path: Path) -> None:
+    import io
+    import warnings as _warnings
+
+    from PIL import Image
+
+    from stepfun_openai import StepFun
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), (200, 40, 40)).save(buffer, format="GIF")  # image2image takes png/jpeg
+    source = tmp_path / "red.gif"
+    source.write_bytes(buffer.getvalue())
+    job = batch.Job.image2image("a red square", source_url=source, source_weight=0.5, size="256x256")
+
+    plain = StepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    refused = batch.run([job], out=tmp_path / "plain", client=plain, concurrency=1, rpm=None, progress=False)
+    assert refused.invalid == 1
+
+    fitting = StepFun(api_key=KEY, base_url=stepfun_emulator.base_url, fit=True)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")  # ImageFitWarning says what fit changed
+        fitted = batch.run([job], out=tmp_path / "fit", client=fitting, concurrency=1, rpm=None, progress=False)
+    assert fitted.succeeded == 1  # the batch ran on a twin that kept fit=True
+    assert not fitting._client.is_closed  # the user's client is untouched
+    fitting.close()
+    plain.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import catalog
+from .._urls import is_data_url, is_http_url
 
 __all__ = ["DEFAULT_MODELS", "Job", "JobEndpoint", "content_id", "load_jobs"]
 
@@ -161,7 +162,7 @@ def _resolve_paths(job: Job, base: Path) -> Job:
 
 
 def _looks_like_path(value: str) -> bool:
-    return not value.startswith(("http://", "https://", "data:")) and len(value) < 1024
+    return not (is_http_url(value) or is_data_url(value)) and len(value) < 1024
 
 
 def _canonical(value: Any, key: str | None = None) -> Any:
@@ -265,7 +266,7 @@ def _digest_of(text: str) -> str:
 
 def _describe_image(value: Any) -> Any:
     if isinstance(value, str):
-        if value.startswith(("http://", "https://")):
+        if is_http_url(value):
             return value if len(value) < 2048 else value[:2048]
         if value.startswith("data:") or len(value) > _LONG_STRING:
             return _digest_of(value)

@@ -259,10 +259,14 @@ class _Runner:
             event = self._record(work, "content_filtered", started, seed=seed, trace_id=trace_id, error=error)
             await self._finish(event, "content_filtered")
             return
-        for image in images:
-            # Decoded here, once: CPU work on a writer thread would hold the GIL against this
-            # loop (the writer thread only waits for the disk, which releases it).
-            image.read()
+        try:
+            for image in images:
+                # Decoded here, once: CPU work on a writer thread would hold the GIL against this
+                # loop (the writer thread only waits for the disk, which releases it).
+                image.read()
+        except ValueError as exc:  # base64 broken in the middle: the job runs again on resume
+            await self._fail(work, exc, started)
+            return
         event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
         await self.writer.commit(Commit(event, images=images, stem=_file_stem(work.id)))
 
@@ -464,7 +468,7 @@ def run(
                 _holder=holder,
             )
         finally:
-            if own is not None:
+            if own is not None and own is not client:
                 await own.close()
 
     try:
@@ -476,23 +480,20 @@ def run(
 
 
 def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
-    """An ``AsyncStepFun`` with every setting of ``client`` and connections of its own (an async
-    client's connections belong to the event loop that opened them)."""
+    """An ``AsyncStepFun`` with every setting of ``client`` and connections of its own: an async
+    client's connections belong to the event loop that opened them, and ``run`` closes its twin."""
     from .._client import AsyncStepFun
+    from .._compat import AsyncHttpxClientWrapper
 
-    if isinstance(client, AsyncStepFun) and not hasattr(client, "to_sync"):
-        return client.copy()
-    if isinstance(client, AsyncStepFun):
-        return client.to_sync().to_async()  # type: ignore[no-any-return]
-    if hasattr(client, "to_async"):
-        return client.to_async()  # type: ignore[no-any-return]
-    return AsyncStepFun(  # TEMPORARY until to_async lands
-        api_key=client.api_key,
-        base_url=client.base_url,
-        retry_policy=client.retry_policy,
-        validate=client.validate,
-        stable_seed=client.stable_seed,
-        fit=client.fit,
-        timeout=client.timeout,
-        default_headers=dict(getattr(client, "_custom_headers", {}) or {}) or None,
-    )
+    if not isinstance(client, AsyncStepFun):
+        return client.to_async()  # a UserWarning if the StepFun has an http_client of the user's
+    if client._http_client_is_users:
+        warnings.warn(
+            "batch.run() runs in an event loop of its own, so it cannot send through the http_client of your "
+            f"AsyncStepFun ({type(client._client).__name__}): it sends through a fresh default one, without your "
+            "client's pool limits, proxies, transport or event hooks. To use yours: await batch.arun(..., client=...)",
+            UserWarning,
+            stacklevel=2,
+        )
+    fresh = AsyncHttpxClientWrapper(base_url=client.base_url, timeout=client.timeout)
+    return client.copy(http_client=fresh, _extra_kwargs={"_http_client_is_users": False})
