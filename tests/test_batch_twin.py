@@ -57,15 +57,22 @@ def test_batch_run_with_an_async_stepfun_uses_a_pool_of_its_own(stepfun_emulator
     assert not client._client.is_closed, "the twin's pool was closed, not the client's"
 
 
-def test_batch_run_says_it_cannot_use_an_async_clients_own_http_client(
-    stepfun_emulator: Emulator, tmp_path: Path
+@pytest.mark.parametrize(("cls", "http_cls"), [(StepFun, httpx2.Client), (AsyncStepFun, httpx2.AsyncClient)])
+def test_batch_run_says_once_that_it_cannot_use_the_clients_own_http_client(
+    cls: type[StepFun | AsyncStepFun],
+    http_cls: type[httpx2.Client | httpx2.AsyncClient],
+    stepfun_emulator: Emulator,
+    tmp_path: Path,
 ) -> None:
-    users = httpx2.AsyncClient()
-    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url, http_client=users, default_headers=TAG)
+    users = http_cls()
+    client = cls(api_key=KEY, base_url=stepfun_emulator.base_url, http_client=users, default_headers=TAG)
 
-    with pytest.warns(UserWarning, match=r"await batch\.arun\(\.\.\., client=\.\.\.\)"):
+    with pytest.warns(UserWarning) as caught:
         result = batch.run(["a cat"], out=tmp_path, client=client, concurrency=1, rpm=None, progress=False)
 
+    (warning,) = caught
+    assert f"your {cls.__name__}'s http_client ({http_cls.__name__})" in str(warning.message)
+    assert "await batch.arun(..., client=AsyncStepFun(http_client=httpx2.AsyncClient(...)))" in str(warning.message)
     assert result.succeeded == 1 and stepfun_emulator.requests()[0]["tag"] == "team-art"
     assert not users.is_closed  # the user's client is theirs to close
 

@@ -485,15 +485,17 @@ def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
     from .._client import AsyncStepFun
     from .._compat import AsyncHttpxClientWrapper
 
-    if not isinstance(client, AsyncStepFun):
-        return client.to_async()  # a UserWarning if the StepFun has an http_client of the user's
     if client._http_client_is_users:
+        # Said here, not by to_async(): its advice (pass an httpx2.AsyncClient) is not for run().
         warnings.warn(
-            "batch.run() runs in an event loop of its own, so it cannot send through the http_client of your "
-            f"AsyncStepFun ({type(client._client).__name__}): it sends through a fresh default one, without your "
-            "client's pool limits, proxies, transport or event hooks. To use yours: await batch.arun(..., client=...)",
+            f"batch.run() sends from an event loop of its own, so it cannot use your {type(client).__name__}'s "
+            f"http_client ({type(client._client).__name__}): it sends through a fresh default one, without your "
+            "client's pool limits, proxies, transport or event hooks. To use yours: await batch.arun(..., "
+            "client=AsyncStepFun(http_client=httpx2.AsyncClient(...)))",
             UserWarning,
             stacklevel=2,
         )
-    fresh = AsyncHttpxClientWrapper(base_url=client.base_url, timeout=client.timeout)
-    return client.copy(http_client=fresh, _extra_kwargs={"_http_client_is_users": False})
+    fresh = AsyncHttpxClientWrapper(base_url=client.base_url, timeout=client.timeout)  # the SDK's default
+    if isinstance(client, AsyncStepFun):
+        return client.copy(http_client=fresh, _extra_kwargs={"_http_client_is_users": False})
+    return client.to_async(http_client=fresh, _http_client_is_users=False)
