@@ -354,7 +354,6 @@ def _output_path(out: str, prompt: str, seed: int | None, index: int, extension:
 
 def _single(args: argparse.Namespace) -> int:
     from ._client import StepFun
-    from ._sniff import sniff
 
     command: str = args.endpoint
     params = _params(args, command)
@@ -369,7 +368,7 @@ def _single(args: argparse.Namespace) -> int:
         if image.content_filtered:
             print(f"image {index} was content_filtered by StepFun moderation (seed {image.seed}); not written")
             continue
-        image_format = sniff(image.read()[:64]).format or "png"  # read(): already decoded by the client
+        image_format = image._head_info().format or "png"
         extension = "jpg" if image_format == "jpeg" else image_format
         path = _output_path(args.out, args.prompt, image.seed, index, extension)
         image.save(path)  # atomic, with the request's provenance in the file

@@ -175,9 +175,5 @@ class StepFunImageTool(BaseTool):
 def _image_block(image: StepFunImage) -> dict[str, Any]:
     """A LangChain standard image content block, inline when we have the bytes."""
     if image.b64_json:
-        from ._sniff import sniff
-        from .tools import _image_bytes
-
-        data = _image_bytes(image) or b""
-        return {"type": "image", "base64": image.b64_json, "mime_type": sniff(data[:64]).mime_type}
+        return {"type": "image", "base64": image.b64_json, "mime_type": image._head_info().mime_type}
     return {"type": "image", "url": image.url}

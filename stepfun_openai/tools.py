@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from . import catalog
 from ._exceptions import ContentBlockedError, StepFunValidationError
-from ._sniff import sniff
 from ._tool_args import (
     DEFAULT_SOURCE_WEIGHT,
     IMAGE2IMAGE_MODELS,
@@ -32,6 +31,7 @@ from ._tool_args import (
     ImageToolArgs,
     strict_json_schema,
 )
+from ._urls import is_data_url, is_http_url
 from .types import StepFunImage, StepFunImagesResponse, StyleReference
 
 if TYPE_CHECKING:
@@ -150,8 +150,7 @@ class _Call:
 
 
 def _check_source(param: str, value: str, local_files: bool) -> str:
-    lowered = value[:8].lower()
-    if not local_files and not lowered.startswith(("http://", "https://", "data:")):
+    if not local_files and not (is_http_url(value) or is_data_url(value)):
         raise StepFunValidationError(param, value, "an http(s) URL (this tool is not allowed to read local files)")
     return value
 
@@ -248,17 +247,11 @@ _FILTERED = (
 # --- response -> result ------------------------------------------------------------------------
 
 
-def _image_bytes(image: StepFunImage) -> bytes | None:
-    """The inline image's bytes (decoded once, by the client's response check); never a download."""
-    return image.read() if image.b64_json else None
-
-
 def _pixel_size(image: StepFunImage, call: _Call) -> str:
     """``"1360x768 (width x height)"``: read from the image when it came inline, else from the
     size asked for (``step-image-edit-2`` writes its sizes HEIGHTxWIDTH; this is always WxH)."""
-    data = _image_bytes(image)
-    if data is not None:
-        info = sniff(data[:64])
+    if image.b64_json:
+        info = image._head_info()  # from the first base64 characters: nothing decoded for this
         if info.width and info.height:
             return f"{info.width}x{info.height} (width x height)"
     model = catalog.get_model(call.model)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import pytest
 
@@ -65,14 +64,3 @@ def test_the_emulator_reads_its_metadata_through_the_same_codec() -> None:
     png = _png.set_text(tiny_png(), "stepfun-emulator", '{"seed": 7}')
     assert read_png_metadata(png) == {"seed": 7}
     assert read_png_metadata(tiny_png()) is None
-
-
-def test_the_batch_helpers_write_through_the_same_codec(tmp_path: Path) -> None:
-    from stepfun_openai.batch._manifest import add_png_text, write_atomic
-
-    tagged = add_png_text(add_png_text(tiny_png(), "job", {"id": "a"}), "job", {"id": "b", "n": 1})
-    assert _png.text_chunks(tagged) == {"job": '{"id": "b", "n": 1}'}
-    assert add_png_text(b"\xff\xd8\xff\xe0 a jpeg", "job", {"id": "a"}) == b"\xff\xd8\xff\xe0 a jpeg"
-    write_atomic(tmp_path / "out" / "a.png", tagged)
-    assert (tmp_path / "out" / "a.png").read_bytes() == tagged
-    assert [entry.name for entry in (tmp_path / "out").iterdir()] == ["a.png"]

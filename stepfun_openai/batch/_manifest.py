@@ -17,18 +17,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .. import _png
-from .._files import TEMP_SUFFIX, atomic_write, fsync_dir
+from .._files import TEMP_SUFFIX
 
-__all__ = [
-    "FINISHED",
-    "Manifest",
-    "ManifestLockedError",
-    "add_png_text",
-    "fsync_dir",
-    "remove_stale_temp_files",
-    "write_atomic",
-]
+__all__ = ["FINISHED", "Manifest", "ManifestLockedError", "remove_stale_temp_files"]
 
 FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
 """Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
@@ -41,21 +32,6 @@ _STALE_TEMP = re.compile(
 """Temporary files a killed run leaves: ``StepFunImage.save`` writes the batch's images and sidecars
 through ``_files`` (``.<name>.<hex>.part``). Only names this package makes are matched, so no other
 hidden file is touched."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """``_files.atomic_write`` plus the directory synced, so the rename survives a power cut.
-    Kept here (with ``fsync_dir``) for the batch code that imports it from this module."""
-    atomic_write(path, data)
-    fsync_dir(path.parent)
-
-
-def add_png_text(png: bytes, key: str, value: Mapping[str, Any]) -> bytes:
-    """``png`` with ``value`` as JSON in an ``iTXt`` chunk ``key``, written by the one codec
-    (``_png``); anything that is not a PNG comes back unchanged."""
-    if not png.startswith(_png.SIGNATURE) or png[12:16] != b"IHDR":
-        return png
-    return _png.set_text(png, key, json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
 
 
 class ManifestLockedError(RuntimeError):

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._files import claim_temps, discard_temps, fsync_dir, sync_temps, write_group, write_temps
 from .._metadata import embed_png_metadata, sidecar_path
-from .._sniff import sniff
 from ._manifest import Manifest
 
 if TYPE_CHECKING:
@@ -202,7 +201,7 @@ class GroupWriter:
         commit.files = []
         for number, image in enumerate(commit.images):
             data = image.read()
-            extension = sniff(data[:64]).format or "png"
+            extension = image._head_info().format or "png"
             suffix = "" if number == 0 else f"-{number}"
             path = self._out / f"{commit.stem}{suffix}.{_EXTENSIONS.get(extension, extension)}"
             if extension == "png":
