@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import json
 import math
 import urllib.error
@@ -22,6 +21,7 @@ from typing import Any
 
 from .. import catalog
 from .._sniff import HEADER_BYTES, sniff
+from .._urls import is_data_url, is_http_url, is_loopback_host
 
 __all__ = [
     "ApiError",
@@ -104,7 +104,7 @@ _IMAGE_FIELDS = frozenset({"image", "source_url", "source_image"})
 def sanitize(value: Any, key: str | None = None) -> Any:
     """``value`` with image payloads (and any other long string) replaced by a short digest."""
     if isinstance(value, str):
-        is_payload = key in _IMAGE_FIELDS and not value.startswith(("http://", "https://"))
+        is_payload = key in _IMAGE_FIELDS and not is_http_url(value)
         return digest(value.encode()) if is_payload or len(value) > _DIGEST_OVER else value
     if isinstance(value, bytes):
         return digest(value)
@@ -312,11 +312,11 @@ def _decode_image(name: str, value: Any, *, allow_url: bool, fetch: UrlFetcher) 
     if not isinstance(value, str) or not value.strip():
         raise invalid(name, _IMAGE_HINT)
     text = value.strip()
-    if text.startswith(("http://", "https://")):
+    if is_http_url(text):
         if not allow_url:
             raise invalid(name, "base64 or a data URL (URLs are not accepted here)")
         return fetch(name, text)
-    if text.startswith("data:"):
+    if is_data_url(text):
         header, sep, text = text.partition(",")
         if not sep or not header.endswith(";base64"):
             raise invalid(name, _IMAGE_HINT)
@@ -345,11 +345,7 @@ def _checked(name: str, data: bytes, limits: catalog.ImageLimits) -> ImageInput:
 def fetch_loopback(name: str, url: str, *, max_bytes: int = catalog.MAX_IMAGE_BYTES, timeout: float = 10.0) -> bytes:
     """Download ``url`` if it points at this machine; the emulator has no internet."""
     host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback_host(host):
         raise invalid(
             name,
             f"a URL the emulator can reach: it has no internet and fetches only from loopback "
