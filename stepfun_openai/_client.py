@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
@@ -246,10 +247,12 @@ def _twin(source: StepFun | AsyncStepFun, twin: type[_ClientT], overrides: dict[
     to_async = issubclass(twin, AsyncStepFun)
     method, theirs, needed = ("to_async", "Client", "AsyncClient") if to_async else ("to_sync", "AsyncClient", "Client")
     if source._api_key_provider is not None and "api_key" not in overrides:
-        raise TypeError(
-            f"{type(source).__name__}.{method}(): this client's API key comes from a callable, and a sync and "
-            f"an async client cannot call the same one: pass {method}(api_key=...)"
-        )
+        if not isinstance(source, StepFun):
+            raise TypeError(
+                "AsyncStepFun.to_sync(): this client's API key comes from an async callable, which a StepFun "
+                "cannot await: pass to_sync(api_key=...)"
+            )
+        settings["api_key"] = _in_a_thread(source._api_key_provider)
     if source._http_client_is_users and overrides.get("http_client") is None:
         target = f"{'an' if to_async else 'a'} {twin.__name__}"
         warnings.warn(
@@ -261,6 +264,16 @@ def _twin(source: StepFun | AsyncStepFun, twin: type[_ClientT], overrides: dict[
             stacklevel=3,
         )
     return twin(**{**settings, **overrides})
+
+
+def _in_a_thread(api_key: Callable[[], str]) -> Callable[[], Awaitable[str]]:
+    """A sync key callable, for an async client: called in a worker thread, so a slow token fetch
+    never blocks the event loop."""
+
+    async def provider() -> str:
+        return await asyncio.to_thread(api_key)
+
+    return provider
 
 
 def _is_image_call(cast_to: Any, response: httpx2.Response) -> bool:

@@ -90,3 +90,17 @@ def test_the_batchs_twin_keeps_every_setting_with_connections_of_its_own(cls: ty
     assert (twin.retry_policy, twin.validate, twin.stable_seed, twin.fit) == (policy, False, False, True)
     assert (twin.timeout, twin._custom_headers, twin.api_key) == (7.0, TAG, KEY)
     assert not twin._http_client_is_users, "a later twin of it has nothing to warn about"
+
+
+def test_batch_run_with_a_stepfun_whose_key_comes_from_a_callable(stepfun_emulator: Emulator, tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def key() -> str:
+        asked.append(KEY)
+        return KEY
+
+    client = StepFun(api_key=key, base_url=stepfun_emulator.base_url)  # type: ignore[arg-type]
+
+    result = batch.run(["a cat", "a dog"], out=tmp_path, client=client, concurrency=2, rpm=None, progress=False)
+
+    assert result.succeeded == 2 and len(asked) == 2  # the twin asks the callable, once a request

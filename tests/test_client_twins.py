@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -143,12 +144,35 @@ def test_no_warning_for_the_default_http_client_or_one_given_to_the_twin(
     assert twin._client is mine
 
 
-def test_a_callable_key_cannot_cross_unless_a_key_is_given() -> None:
-    client = StepFun(api_key=lambda: "sk-from-callable")  # type: ignore[arg-type]
+async def test_a_callable_key_crosses_to_the_async_twin_and_is_called_off_the_event_loop() -> None:
+    recorder = Recorder()
+    callers: list[bool] = []
 
-    with pytest.raises(TypeError, match=r"to_async\(api_key=\.\.\.\)"):
-        client.to_async()
-    assert client.to_async(api_key="sk-plain").api_key == "sk-plain"
+    def fresh_key() -> str:
+        callers.append(threading.current_thread() is threading.main_thread())
+        return f"sk-from-callable-{len(callers)}"
+
+    client = StepFun(api_key=fresh_key)  # type: ignore[arg-type]
+    twin = client.to_async(http_client=httpx2.AsyncClient(transport=recorder.transport))
+    await twin.images.generate(model="step-2x-large", prompt="a cat", seed=1)
+    await twin.images.generate(model="step-2x-large", prompt="a dog", seed=2)
+
+    assert [r.headers["authorization"] for r in recorder.requests] == [
+        "Bearer sk-from-callable-1",
+        "Bearer sk-from-callable-2",
+    ], "asked again for every request, as the StepFun does"
+    assert callers == [False, False], "in a worker thread: a slow token fetch never blocks the loop"
+
+
+def test_an_async_callable_key_cannot_serve_a_sync_twin_unless_a_key_is_given() -> None:
+    async def key() -> str:
+        return "sk-async"
+
+    client = AsyncStepFun(api_key=key)  # type: ignore[arg-type]
+
+    with pytest.raises(TypeError, match=r"to_sync\(api_key=\.\.\.\)"):
+        client.to_sync()
+    assert client.to_sync(api_key="sk-plain").api_key == "sk-plain"
 
 
 async def test_a_sync_clients_async_twin_generates_against_the_emulator(
