@@ -14,6 +14,7 @@ import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -112,7 +113,7 @@ def write_temps(files: Sequence[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
 
 def sync_temps(temps: Sequence[tuple[Path, Path]]) -> None:
     """Make the temporary files durable: one ``syncfs`` per file system, or else an fsync each."""
-    if _syncfs is not None:
+    if _group_sync() is not None:
         for directory in {path.parent for _, path in temps}:
             sync_filesystem(directory)
         return
@@ -150,15 +151,25 @@ def _load_syncfs() -> Callable[[int], int] | None:
     return function
 
 
-_syncfs = _load_syncfs()
+_SYNCFS_UNKNOWN: Any = object()
+_syncfs: Callable[[int], int] | None = _SYNCFS_UNKNOWN
+"""libc's ``syncfs``, looked up on first use (``ctypes`` is not imported with the package)."""
+
+
+def _group_sync() -> Callable[[int], int] | None:
+    global _syncfs
+    if _syncfs is _SYNCFS_UNKNOWN:
+        _syncfs = _load_syncfs()
+    return _syncfs
 
 
 def sync_filesystem(directory: Path) -> None:
     """Flush everything written to the file system that holds ``directory`` (one ``syncfs``)."""
-    assert _syncfs is not None
+    syncfs = _group_sync()
+    assert syncfs is not None
     fd = os.open(directory, os.O_RDONLY)
     try:
-        if _syncfs(fd) != 0:
+        if syncfs(fd) != 0:
             import ctypes
 
             error = ctypes.get_errno()

@@ -28,11 +28,12 @@ from ._compat import (
     legacy_response,
     to_streamed_response_wrapper,
 )
+from ._input_types import ImageInput, StyleReference
 from ._requests import ClientSettings, PreparedRequest, prepare
-from .types import ImageInput, StepFunImagesResponse, StyleReference
 
 if TYPE_CHECKING:
     from ._client import AsyncStepFun, StepFun
+    from .types import StepFunImagesResponse
 
 __all__ = ["AsyncImages", "Images"]
 
@@ -225,6 +226,8 @@ class Images(_Images):
 
     def _send(self, request: PreparedRequest, *, max_retries: int | None = None) -> StepFunImagesResponse:
         """Send a prepared request (under the client's retry policy, or ``max_retries``)."""
+        from .types import StepFunImagesResponse  # with the first request: `client.images` stays cheap
+
         response: StepFunImagesResponse = self._post(
             request.path,
             cast_to=StepFunImagesResponse,
@@ -252,6 +255,8 @@ class AsyncImages(_AsyncImages):
 
     async def _send(self, request: PreparedRequest, *, max_retries: int | None = None) -> StepFunImagesResponse:
         """Send a prepared request (under the client's retry policy, or ``max_retries``)."""
+        from .types import StepFunImagesResponse
+
         response: StepFunImagesResponse = await self._post(
             request.path,
             cast_to=StepFunImagesResponse,

@@ -22,11 +22,11 @@ from openai import NotGiven, Omit, not_given
 
 from . import catalog
 from ._exceptions import MalformedResponseError, StepFunValidationError
+from ._input_types import StyleReference
 from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
 from ._urls import is_http_url, redact_url
 from ._validation import validate_request, warn_if_retired
-from .types import StepFunImage, StepFunImagesResponse, StyleReference, ensure_private
 
 __all__ = [
     "CALL_OPTIONS",
@@ -506,6 +506,8 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
     Anything unusable becomes a ``MalformedResponseError`` (which the retry policy treats as
     transient), never an ``AttributeError`` or ``KeyError`` later in the user's code.
     """
+    from .types import StepFunImage, StepFunImagesResponse, ensure_private  # with the first response
+
     if not isinstance(result, StepFunImagesResponse):
         kind = response.headers.get("content-type", "unknown content type")
         raise malformed(f"expected a JSON image response, got {kind}", response)
