@@ -15,11 +15,13 @@ from typing_extensions import Self
 
 from ._compat import (
     RAW_RESPONSE_HEADER,
+    AsyncHttpxClientWrapper,
     AsyncOpenAIWithRawResponse,
     AsyncOpenAIWithStreamedResponse,
     FinalRequestOptions,
     OpenAIWithRawResponse,
     OpenAIWithStreamedResponse,
+    SyncHttpxClientWrapper,
     cached_property,
     scrub_openai_environment,
 )
@@ -106,8 +108,6 @@ class _StepFunMixin:
 
     retry_policy: RetryPolicy
     _stepfun_settings: ClientSettings
-    _http_client_is_users: bool
-    """A twin cannot take over the caller's HTTP client (sync and async ones are not interchangeable)."""
 
     def __init__(
         self,
@@ -130,8 +130,6 @@ class _StepFunMixin:
             policy = policy.with_max_retries(max_retries)
         self.retry_policy = policy
         self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed, fit=fit)
-        # copy() always hands the SDK's own HTTP client on, so it says whose it is.
-        self._http_client_is_users = kwargs.pop("_http_client_is_users", kwargs.get("http_client") is not None)
         # The next class in the MRO is OpenAI or AsyncOpenAI.
         super().__init__(  # type: ignore[call-arg]
             api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
@@ -181,7 +179,6 @@ class _StepFunMixin:
             "validate": self.validate if validate is None else validate,
             "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
             "fit": self.fit if fit is None else fit,
-            "_http_client_is_users": self._http_client_is_users or kwargs.get("http_client") is not None,
         }
         # The base copy() forwards max_retries itself; it must be ours, not the SDK's 0.
         copied: Self = super().copy(  # type: ignore[misc]
@@ -190,6 +187,12 @@ class _StepFunMixin:
         return copied
 
     with_options = copy
+
+    @property
+    def _http_client_is_users(self) -> bool:
+        """Whether the caller gave the HTTP client: a twin cannot take it over (a sync and an async
+        one are not interchangeable), while the SDK's own default is simply made anew."""
+        return not isinstance(getattr(self, "_client", None), (SyncHttpxClientWrapper, AsyncHttpxClientWrapper))
 
     def _make_status_error(self, err_msg: str, *, body: object, response: httpx2.Response) -> openai.APIStatusError:
         data = body.get("error", body) if isinstance(body, Mapping) else body

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from openai import _legacy_response as legacy_response
-from openai._base_client import AsyncHttpxClientWrapper, make_request_options
+from openai._base_client import AsyncHttpxClientWrapper, SyncHttpxClientWrapper, make_request_options
 from openai._client import (
     AsyncOpenAIWithRawResponse,
     AsyncOpenAIWithStreamedResponse,
@@ -48,6 +48,7 @@ __all__ = [
     "ResponseT",
     "Stream",
     "SyncAPIResource",
+    "SyncHttpxClientWrapper",
     "async_to_streamed_response_wrapper",
     "cached_property",
     "connection_limit",

@@ -496,6 +496,4 @@ def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
             stacklevel=2,
         )
     fresh = AsyncHttpxClientWrapper(base_url=client.base_url, timeout=client.timeout)  # the SDK's default
-    if isinstance(client, AsyncStepFun):
-        return client.copy(http_client=fresh, _extra_kwargs={"_http_client_is_users": False})
-    return client.to_async(http_client=fresh, _http_client_is_users=False)
+    return client.copy(http_client=fresh) if isinstance(client, AsyncStepFun) else client.to_async(http_client=fresh)
