@@ -42,7 +42,7 @@ def configured(cls: type[Any], **kwargs: Any) -> Any:
 def test_the_twin_has_the_other_class_and_every_setting(
     cls: type[Any], method: str, twin_cls: type[Any], http_cls: type[Any]
 ) -> None:
-    client = configured(cls, organization="org-mine")
+    client = configured(cls, organization="org-mine", project="proj-mine", websocket_base_url="wss://ws.example/v1")
 
     twin = getattr(client, method)()
 
@@ -55,7 +55,8 @@ def test_the_twin_has_the_other_class_and_every_setting(
     assert twin.timeout == httpx2.Timeout(12.0, connect=2.0)
     assert twin.default_headers["X-App"] == "demo"
     assert twin.default_query == {"tenant": "t1"}
-    assert twin.organization == "org-mine", "what the caller passed explicitly is kept"
+    assert (twin.organization, twin.project) == ("org-mine", "proj-mine"), "what the caller passed is kept"
+    assert twin.websocket_base_url == "wss://ws.example/v1"
     assert isinstance(twin._client, http_cls)
     for copied in (twin.copy(), twin.with_options()):  # and the twin's copies keep them too
         assert type(copied) is twin_cls
