@@ -9,6 +9,7 @@ or a hard link (``exclusive_write``: takes the first free name, never replaces a
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import sys
@@ -47,12 +48,31 @@ def fsync_dir(directory: Path) -> None:
 _NAME_ATTEMPTS = 10_000
 
 
+_temp_prefix = secrets.token_hex(4)
+_temp_numbers = itertools.count(1)
+
+
+def _temp_token() -> str:
+    """Hex unique to this process and call: a random prefix (new after a fork) and a counter, so a
+    temporary name costs no system call (``O_EXCL`` still refuses a name that exists)."""
+    return f"{_temp_prefix}{next(_temp_numbers):x}"
+
+
+def _new_temp_prefix() -> None:
+    global _temp_prefix
+    _temp_prefix = secrets.token_hex(4)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_temp_prefix)
+
+
 def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
     """A new, exclusively created temporary file beside the final name. Created with mode 0o666,
     so the umask applies as for any other file the user writes (``mkstemp`` would give 0600)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
     for _ in range(100):
-        temp = directory / f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        temp = directory / f".{name}.{_temp_token()}{TEMP_SUFFIX}"
         try:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:
@@ -103,8 +123,12 @@ def write_temps(files: Sequence[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
         for path, data in files:
             fd, temp = _temp_file(path.parent, path.name)
             temps.append((temp, path))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
     except BaseException:
         discard_temps(temps)
         raise

@@ -240,6 +240,10 @@ def describe_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _describe_value(value: Any, key: str | None) -> Any:
+    if key not in _IMAGE_KEYS and (
+        value is None or type(value) in (bool, int, float) or (type(value) is str and len(value) <= _LONG_STRING)
+    ):
+        return value  # most parameters: nothing to describe
     if key in _IMAGE_KEYS:
         return _describe_image(value)
     if isinstance(value, Mapping):
