@@ -49,42 +49,12 @@ class ClientSettings:
     """Convert/scale input images that the model would reject (needs Pillow); see ``_fit``."""
 
 
+_COMMON = frozenset({"model", "prompt", "size", "n", "response_format", "seed", "steps", "cfg_scale"})
+
 PARAMETERS: dict[catalog.Endpoint, frozenset[str]] = {
-    "generations": frozenset(
-        {
-            "model",
-            "prompt",
-            "size",
-            "n",
-            "response_format",
-            "seed",
-            "steps",
-            "cfg_scale",
-            "negative_prompt",
-            "text_mode",
-            "style_reference",
-            "source_image",
-            "source_weight",
-        }
-    ),
-    "image2image": frozenset(
-        {"model", "prompt", "source_url", "source_weight", "size", "n", "response_format", "seed", "steps", "cfg_scale"}
-    ),
-    "edits": frozenset(
-        {
-            "image",
-            "prompt",
-            "model",
-            "size",
-            "n",
-            "response_format",
-            "seed",
-            "steps",
-            "cfg_scale",
-            "negative_prompt",
-            "text_mode",
-        }
-    ),
+    "generations": _COMMON | {"negative_prompt", "text_mode", "style_reference", "source_image", "source_weight"},
+    "image2image": _COMMON | {"source_url", "source_weight"},
+    "edits": _COMMON | {"image", "negative_prompt", "text_mode"},
 }
 """The typed keyword arguments of each endpoint's method (a test keeps them equal to the signatures)."""
 
