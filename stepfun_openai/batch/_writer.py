@@ -2,8 +2,7 @@
 
 A finished job hands its outcome to :meth:`GroupWriter.commit` and waits until it is durable, so
 a crash repeats at most the jobs in flight. The jobs that finish while groups are being committed
-form the next group, which shares one sync (a few groups are committed at once, so the syncs
-overlap). A group is committed in order (the crash safety):
+form the next group, which shares one sync. A group is committed in order (the crash safety):
 every image written to a temporary file, the file system synced once, every file renamed into
 place, the directory synced, then the group's manifest lines appended with one write and one
 fsync. So a line is only written once its files are complete and durable: a crash leaves either
@@ -38,9 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["Commit", "GroupWriter"]
 
 DEFAULT_MAX_GROUP = 512
-DEFAULT_PARALLEL = 4
-"""Groups committed at once: while one waits for its sync, the next is already syncing, so a
-finished job waits about one sync, not a queue of them."""
+DEFAULT_PARALLEL = 1
+"""Groups committed at once. One is fastest here (measured, 3,000 small jobs at concurrency 64:
+723 jobs/s with 1, 685 with 2, 632 with 4, 507 with 16): the jobs that finish during a commit
+all go into the next group, and larger groups cost less per job."""
 
 _EXTENSIONS = {"jpeg": "jpg"}
 
