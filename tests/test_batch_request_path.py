@@ -178,3 +178,29 @@ def test_run_with_a_sync_client_keeps_its_settings_fit_included(stepfun_emulator
     assert not fitting._client.is_closed  # the user's client is untouched
     fitting.close()
     plain.close()
+
+
+def _answer(b64: str) -> httpx2.MockTransport:
+    body = json.dumps({"created": 1, "data": [{"b64_json": b64, "seed": 7, "finish_reason": "success"}]}).encode()
+    return httpx2.MockTransport(lambda request: httpx2.Response(200, content=body, headers={"x-trace-id": "t"}))
+
+
+async def test_base64_broken_in_the_middle_fails_its_job_not_the_batch(tmp_path: Path) -> None:
+    import base64 as b64
+
+    png = tiny_png(64, 64) + b"\x00" * 30_000  # long enough that the check reads only its two ends
+    text = b64.b64encode(png).decode()
+    middle = len(text) // 2 // 4 * 4
+    broken = text[:middle] + "!!!!" + text[middle + 4 :]
+    client = AsyncStepFun(
+        api_key=KEY, base_url="http://127.0.0.1:9/v1", http_client=httpx2.AsyncClient(transport=_answer(broken))
+    )
+    result = await batch.arun(
+        [{"prompt": "a cat", "model": "step-2x-large", "size": "256x256"}],
+        out=tmp_path, client=client, concurrency=1, rpm=None, progress=False,
+    )  # fmt: skip
+    await client.close()
+    assert result.failed == 1 and result.failures == {"ValueError": 1}
+    (line,) = [json.loads(text) for text in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert line["status"] == "failed" and "not valid base64" in line["error"]["message"]
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.jsonl"]  # no image written
