@@ -11,12 +11,17 @@ result = batch.run(
 print(result.summary())
 ```
 
-Every job becomes one request on ``AsyncStepFun`` under two limits at once (requests in flight
-and requests per minute, see :mod:`stepfun_openai._ratelimit`), which adapt when StepFun
-answers 429. Each image is written atomically into ``out`` with its provenance in a PNG text
-chunk, and each finished job appends one line to ``out/manifest.jsonl`` (flushed and fsynced
-after the image is in place). Running the same batch again skips the finished jobs, so a crash
-or Ctrl-C costs at most the requests that were in flight.
+Every job becomes one prepared request, sent through ``AsyncStepFun``'s own sender under two
+limits at once (requests in flight and requests per minute), which adapt when StepFun answers 429.
+Each image is written atomically into ``out`` with its provenance in a PNG text chunk, and each
+finished job appends one line to ``out/manifest.jsonl`` (synced after the image is in place).
+Running the same batch again skips the finished jobs, so a crash or Ctrl-C costs at most the
+requests that were in flight.
+
+The package, one concept a module: ``_jobs`` (jobs, ids, how they are described),
+``_runner`` (the job loop, ``run``/``arun``), ``_writer`` (group commits), ``_manifest`` (the
+JSONL record, resume), ``_ratelimit`` (pacing and 429 adaptation), ``_progress`` (the bar) and
+``_result`` (``BatchResult``).
 """
 
 from __future__ import annotations
