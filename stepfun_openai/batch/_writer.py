@@ -95,7 +95,7 @@ class GroupWriter:
         self._parallel = parallel
         self._loop = asyncio.get_running_loop()
         self._waiting: list[Commit] = []
-        self._running: dict[asyncio.Task[None], _Group] = {}
+        self._running: dict[asyncio.Future[None], _Group] = {}
         self._error: BaseException | None = None
         self._disk = ThreadPoolExecutor(parallel, thread_name_prefix="stepfun-batch-sync")
 
@@ -124,8 +124,6 @@ class GroupWriter:
     def close(self) -> None:
         """Stop, then commit what was handed over and not yet committed, synchronously (callable
         in any state of the loop, e.g. after Ctrl-C): finished images are not thrown away."""
-        for task in self._running:
-            task.cancel()
         self._disk.shutdown(wait=True)  # the syncs in progress end first
         unfinished: list[Commit] = []
         for group in self._running.values():
@@ -149,41 +147,39 @@ class GroupWriter:
     # -- on the event loop --
 
     def _start_groups(self) -> None:
+        # Called from a job's commit() or when a group is done, and started right here (no task to
+        # schedule): each round trip through a busy loop would cost the waiting jobs an iteration.
         while self._waiting and len(self._running) < self._parallel and self._error is None:
             group = _Group(self._waiting[: self._max_group])
             del self._waiting[: len(group.commits)]
-            task = self._loop.create_task(self._commit(group))
-            self._running[task] = group
-            task.add_done_callback(self._group_done)
+            try:
+                files = [file for commit in group.commits for file in self._files_of(commit)]
+                text = self._manifest.lines([commit.event for commit in group.commits])
+                group.temps = write_temps(files)
+            except BaseException as exc:
+                self._fail(exc, group.commits)
+                return
+            done = self._loop.run_in_executor(self._disk, self._make_durable, group, text)
+            self._running[done] = group
+            done.add_done_callback(self._group_done)
 
-    def _group_done(self, task: asyncio.Task[None]) -> None:
-        group = self._running.pop(task, None)
-        if group is None or task.cancelled():
+    def _group_done(self, done: asyncio.Future[None]) -> None:
+        group = self._running.pop(done, None)
+        if group is None or done.cancelled():
             return
-        error = task.exception()
+        error = done.exception()
         if error is not None:
+            discard_temps(group.temps)
             self._fail(error, group.commits)
             return
         self._finish(group.commits)
         self._start_groups()
 
-    async def _commit(self, group: _Group) -> None:
-        files = [file for commit in group.commits for file in self._files_of(commit)]
-        text = self._manifest.lines([commit.event for commit in group.commits])
-        group.temps = write_temps(files)
-        # One hand-off: every round trip through a busy event loop costs the waiting jobs a
-        # loop iteration (measured: two hand-offs a group kept a third of the requests idle).
-        await self._loop.run_in_executor(self._disk, self._make_durable, group, text)
-
     def _make_durable(self, group: _Group, text: str) -> None:
         """On a worker thread: the group's files synced and renamed into place, the renames
         synced, then its lines appended (and synced) to the manifest."""
-        try:
-            sync_temps(group.temps)
-            directories = claim_temps(group.temps)
-        except BaseException:
-            discard_temps(group.temps)
-            raise
+        sync_temps(group.temps)
+        directories = claim_temps(group.temps)
         group.temps = []
         for directory in directories:
             fsync_dir(directory)  # the renames are durable before the lines that vouch for them
