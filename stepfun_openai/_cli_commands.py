@@ -348,7 +348,7 @@ def _output_path(out: str, prompt: str, seed: int | None, index: int, extension:
         suffix = f"-{index}" if index else ""
         from ._results import slugify
 
-        return path / f"{slugify(prompt, limit=48)}-{seed if seed is not None else 'image'}{suffix}.{extension}"
+        return path / f"{slugify(prompt, limit=48)}-{seed if seed is not None else 'image'}{suffix}{extension}"
     return path if not index else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
@@ -368,9 +368,7 @@ def _single(args: argparse.Namespace) -> int:
         if image.content_filtered:
             print(f"image {index} was content_filtered by StepFun moderation (seed {image.seed}); not written")
             continue
-        image_format = image._head_info().format or "png"
-        extension = "jpg" if image_format == "jpeg" else image_format
-        path = _output_path(args.out, args.prompt, image.seed, index, extension)
+        path = _output_path(args.out, args.prompt, image.seed, index, image._extension())
         image.save(path)  # atomic, with the request's provenance in the file
         written += 1
         print(f"wrote {path} (seed {image.seed})")

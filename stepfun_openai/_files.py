@@ -80,16 +80,22 @@ def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
     raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
 
 
-def _write_temp(path: Path, data: bytes, *, sync: bool = True) -> Path:
-    """``data`` fully written (and, with ``sync``, fsynced) to a temporary file beside ``path``."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` fully written and fsynced to a temporary file beside ``path``; its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = _temp_file(path.parent, path.name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         _discard(temp)
         raise
@@ -124,9 +130,7 @@ def write_temps(files: Sequence[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
             fd, temp = _temp_file(path.parent, path.name)
             temps.append((temp, path))
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, data)
             finally:
                 os.close(fd)
     except BaseException:

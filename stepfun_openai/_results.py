@@ -58,7 +58,7 @@ def default_filename(image: ImageResultMixin) -> str:
     slug = slugify(prompt) if isinstance(prompt, str) else "image"
     seed = image.seed if image.seed is not None else context.get("seed")
     stem = f"{seed}-{slug}" if seed is not None else slug
-    return stem + _EXTENSIONS.get(image._head_info().format or "", ".png")
+    return stem + image._extension()
 
 
 def _is_directory_target(path: Path, raw: str | os.PathLike[str]) -> bool:
@@ -160,14 +160,24 @@ class ImageResultMixin:
             return target / default_filename(self), True
         return target, False
 
+    def _with_provenance(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """The file's bytes with the request stored in them (a PNG text chunk), or the bytes as
+        they are and a ``.json`` sidecar's (other formats); as they are when there is no request."""
+        if not self._context:
+            return data, None
+        if sniff(data[:64]).format == "png":
+            return embed_png_metadata(data, self.metadata), None
+        return data, self.metadata.to_json().encode("utf-8")
+
+    def _extension(self) -> str:
+        """``.png``, ``.jpg``, ``.webp`` or ``.gif``, from the image's first bytes."""
+        return _EXTENSIONS.get(self._head_info().format or "", ".png")
+
     def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool) -> Path:
         target, in_directory = self._target(path)
         sidecar: bytes | None = None
-        if metadata and self._context:
-            if sniff(data[:64]).format == "png":
-                data = embed_png_metadata(data, self.metadata)
-            else:
-                sidecar = self.metadata.to_json().encode("utf-8")
+        if metadata:
+            data, sidecar = self._with_provenance(data)
         if in_directory:
             # The name is claimed and the file written in one step: concurrent saves into one
             # folder get distinct names (``-2``, ``-3``, ...) instead of overwriting each other.
