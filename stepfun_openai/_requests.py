@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 import random
 import re
@@ -103,7 +104,7 @@ class PreparedRequest:
             arguments["body"] = self.body
         # extra_body is not passed on: it is already deep-merged into the body we send.
         options = make_request_options(
-            extra_headers=headers or self.extra_headers,
+            extra_headers=headers or None,
             extra_query=self.extra_query,
             timeout=self.timeout,
             security={"bearer_auth": True},
@@ -153,7 +154,7 @@ def prepare(
         raise TypeError(f"unexpected keyword argument(s) for {endpoint}: {', '.join(sorted(unknown))}")
     fit = arguments.get("fit")
     if isinstance(fit, bool):
-        settings = ClientSettings(validate=settings.validate, stable_seed=settings.stable_seed, fit=fit)
+        settings = dataclasses.replace(settings, fit=fit)
     typed = given({k: v for k, v in arguments.items() if k in PARAMETERS[endpoint]})
     extra_body = arguments.get("extra_body")
     if endpoint == "image2image":
@@ -167,7 +168,7 @@ def prepare(
         form, files = prepare_edit(typed, extra_body, settings)
         return PreparedRequest(endpoint, form, files, **options)
     body = prepare_json(endpoint, typed, extra_body, settings)
-    parts = _JSONParts(body) if any(True for _ in _inline_images(body)) else None
+    parts = _JSONParts(body) if has_inline_images(body) else None
     return PreparedRequest(endpoint, body, None, _parts=parts, **options)
 
 
