@@ -403,7 +403,7 @@ async def _client_for(client: AsyncStepFun | None, concurrency: int) -> tuple[As
     limit = connection_limit(client._client)
     if limit is None or limit >= concurrency:
         return client, owned
-    if isinstance(client._client, AsyncHttpxClientWrapper):
+    if not client._http_client_is_users:
         import httpx2
 
         pool = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
