@@ -13,6 +13,7 @@ import openai
 from openai import AsyncOpenAI, NotGiven, OpenAI, not_given
 from typing_extensions import Self
 
+from . import _deadline
 from ._compat import (
     RAW_RESPONSE_HEADER,
     AsyncHttpxClientWrapper,
@@ -30,6 +31,9 @@ from ._exceptions import (
     InsufficientBalanceError,
     QuotaExceededError,
     StepFunRateLimitError,
+    redact_response,
+    redact_secrets,
+    request_secrets,
 )
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, acall_with_retries, call_with_retries, split_options
 
@@ -142,6 +146,13 @@ class _StepFunMixin:
         # copy() passes organization=None etc. explicitly: only a real value counts as the caller's.
         explicit = {name for name, value in kwargs.items() if value is not None}
         scrub_openai_environment(self, explicit, default_headers)
+        # Total deadlines (max_total_time, the attempt's timeout) hold however slowly bytes come.
+        _deadline.install(self._client)  # type: ignore[attr-defined]
+
+    def _attempt_seconds(self, options: FinalRequestOptions) -> float | None:
+        """The longest one attempt of a call may take, from its ``timeout`` (see :mod:`._deadline`)."""
+        timeout = options.timeout if not isinstance(options.timeout, NotGiven) else self.timeout  # type: ignore[attr-defined]
+        return _deadline.total_seconds(timeout)
 
     @property
     def validate(self) -> bool:
@@ -195,6 +206,10 @@ class _StepFunMixin:
         return not isinstance(getattr(self, "_client", None), (SyncHttpxClientWrapper, AsyncHttpxClientWrapper))
 
     def _make_status_error(self, err_msg: str, *, body: object, response: httpx2.Response) -> openai.APIStatusError:
+        # The server's words may echo the key back: redacted before any exception holds them.
+        secrets = request_secrets(response.request)
+        err_msg, body = redact_secrets(err_msg, secrets), redact_secrets(body, secrets)
+        response = redact_response(response)
         data = body.get("error", body) if isinstance(body, Mapping) else body
         status = response.status_code
         error: openai.APIStatusError
@@ -363,6 +378,7 @@ class StepFun(_StepFunMixin, OpenAI):
         return call_with_retries(
             policy,
             lambda: super(StepFun, self).request(cast_to, attempt_options, stream=stream, stream_cls=stream_cls),
+            attempt_timeout=None if stream else self._attempt_seconds(options),
         )
 
     def _process_response(
@@ -413,6 +429,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         return await acall_with_retries(
             policy,
             lambda: super(AsyncStepFun, self).request(cast_to, attempt_options, stream=stream, stream_cls=stream_cls),
+            attempt_timeout=None if stream else self._attempt_seconds(options),
         )
 
     async def _process_response(

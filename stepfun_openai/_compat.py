@@ -52,6 +52,7 @@ __all__ = [
     "async_to_streamed_response_wrapper",
     "cached_property",
     "connection_limit",
+    "connection_pools",
     "legacy_response",
     "make_request_options",
     "openapi_dumps",
@@ -84,3 +85,14 @@ def connection_limit(http_client: object) -> int | None:
     pool = getattr(getattr(http_client, "_transport", None), "_pool", None)
     limit = getattr(pool, "_max_connections", None)
     return limit if isinstance(limit, int) else None
+
+
+def connection_pools(http_client: object) -> list[Any]:
+    """The httpcore2 connection pools behind an httpx2 client (its transport and its mounts) that
+    have a network backend to wrap; empty for a mock or custom transport."""
+    transports = [getattr(http_client, "_transport", None)]
+    mounts = getattr(http_client, "_mounts", None)
+    if isinstance(mounts, Mapping):
+        transports.extend(mounts.values())
+    pools = [getattr(transport, "_pool", None) for transport in transports]
+    return [pool for pool in pools if hasattr(pool, "_network_backend")]

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import openai
 
+from . import _deadline
 from ._urls import is_http_url, is_loopback_host, redact_url
 
 __all__ = [
@@ -33,6 +34,9 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 """The largest image a download accepts; the stream is cut as soon as it passes this."""
 
 DEFAULT_DOWNLOAD_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
+"""Connect within 10 s, and the whole download (every redirect hop, the last byte read) within 60 s:
+``timeout`` bounds the total (a number, or an ``httpx2.Timeout``'s longest part), not just the gap
+between two bytes."""
 MAX_REDIRECTS = 5
 _TOS_DATE = "%Y%m%dT%H%M%SZ"
 
@@ -206,7 +210,12 @@ def download(
     """The bytes behind a result URL (see the module docstring for what is refused)."""
     plan = _Plan(url, max_bytes)
     http = client if client is not None else httpx2.Client(timeout=timeout, follow_redirects=False)
-    with http if client is None else contextlib.nullcontext(), plan.transport_errors():  # closes only its own
+    _deadline.install(http)  # ``timeout`` bounds the whole download, however slowly bytes come
+    with (
+        http if client is None else contextlib.nullcontext(),  # closes only its own
+        plan.transport_errors(),
+        _deadline.deadline(_deadline.total_seconds(timeout)),
+    ):
         while True:
             with http.stream("GET", plan.url, timeout=timeout, follow_redirects=False) as response:
                 if plan.accept(response):
@@ -225,8 +234,9 @@ async def adownload(
     """Async :func:`download`."""
     plan = _Plan(url, max_bytes)
     http = client if client is not None else httpx2.AsyncClient(timeout=timeout, follow_redirects=False)
+    _deadline.install(http)
     async with http if client is None else contextlib.nullcontext():  # closes only its own
-        with plan.transport_errors():
+        with plan.transport_errors(), _deadline.deadline(_deadline.total_seconds(timeout)):
             while True:
                 async with http.stream("GET", plan.url, timeout=timeout, follow_redirects=False) as response:
                     if plan.accept(response):

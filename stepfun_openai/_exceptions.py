@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx2
 import openai
@@ -21,9 +21,77 @@ __all__ = [
     "StepFunValidationError",
     "caller_stacklevel",
     "get_trace_id",
+    "redact_response",
+    "redact_secrets",
+    "request_secrets",
 ]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+REDACTED = "[REDACTED]"
+_MIN_SECRET = 6
+"""Shorter "keys" (test placeholders) are not searched for: they would blank ordinary words."""
+_MAX_DEPTH = 64
+
+_V = TypeVar("_V")
+
+
+def request_secrets(request: httpx2.Request | None) -> tuple[str, ...]:
+    """The credential a request carried (its bearer token): no text from the server may repeat it."""
+    if request is None:
+        return ()
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = (token or scheme).strip()
+    return (token,) if len(token) >= _MIN_SECRET else ()
+
+
+def redact_secrets(value: _V, secrets: Sequence[str], _depth: int = 0) -> _V:
+    """``value`` (text, or JSON-like data) with every occurrence of ``secrets`` replaced by
+    ``[REDACTED]``: a server that echoes the API key back must not put it into an exception, a
+    log record, the CLI, a manifest or a summary."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)  # type: ignore[assignment]
+        return value
+    if _depth >= _MAX_DEPTH and isinstance(value, (Mapping, list, tuple)):
+        return "[nested too deep]"  # type: ignore[return-value]
+    if isinstance(value, Mapping):
+        return {  # type: ignore[return-value]
+            redact_secrets(k, secrets, _depth + 1): redact_secrets(v, secrets, _depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_secrets(item, secrets, _depth + 1) for item in value)
+    return value
+
+
+def redact_response(response: httpx2.Response) -> httpx2.Response:
+    """``response``, or a copy without its request's secret in the body or headers (read bodies only)."""
+    secrets = request_secrets(response.request) if _has_request(response) else ()
+    if not secrets:
+        return response
+    try:
+        content = response.content
+    except httpx2.ResponseNotRead:
+        return response
+    encoded = [secret.encode() for secret in secrets]
+    headers = [(k, redact_secrets(v, secrets)) for k, v in response.headers.items()]
+    if not any(e in content for e in encoded) and headers == list(response.headers.items()):
+        return response
+    for e in encoded:
+        content = content.replace(e, REDACTED.encode())
+    return httpx2.Response(response.status_code, headers=headers, content=content, request=response.request)
+
+
+def _has_request(response: httpx2.Response) -> bool:
+    try:
+        response.request  # noqa: B018 - raises when the response was built without one
+    except RuntimeError:
+        return False
+    return True
 
 
 def caller_stacklevel() -> int:

@@ -14,7 +14,7 @@ import os
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import httpx2
 from openai import NotGiven, Omit, not_given
 
 from . import catalog
-from ._exceptions import MalformedResponseError, StepFunValidationError
+from ._exceptions import MalformedResponseError, StepFunValidationError, redact_secrets, request_secrets
 from ._input_types import StyleReference
 from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
@@ -452,22 +452,23 @@ def is_base64(text: str) -> bool:
     return True
 
 
-def _excerpt(response: httpx2.Response) -> str:
+def _excerpt(response: httpx2.Response, secrets: Sequence[str]) -> str:
     try:
-        text = response.content[: _EXCERPT * 4].decode("utf-8", "replace")
+        text = response.content[: _EXCERPT * 8].decode("utf-8", "replace")
     except httpx2.ResponseNotRead:
         return ""
-    return text[:_EXCERPT]
+    return redact_secrets(text, secrets)[:_EXCERPT]  # redacted whole, then cut: no key prefix left
 
 
 def malformed(reason: str, response: httpx2.Response, body: object | None = None) -> MalformedResponseError:
+    secrets = request_secrets(response.request)
     return MalformedResponseError(
         reason,
         request=response.request,
         status_code=response.status_code,
         trace_id=response.headers.get("x-trace-id"),
-        excerpt=_excerpt(response),
-        body=body,
+        excerpt=_excerpt(response, secrets),
+        body=redact_secrets(body, secrets),
     )
 
 

@@ -7,6 +7,7 @@ from the OpenAI SDK) gets exactly one retry loop, configured by one :class:`Retr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import email.utils
 import logging
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx2
 import openai
 
+from . import _deadline
 from ._exceptions import ContentBlockedError, InsufficientBalanceError, MalformedResponseError, get_trace_id
+from ._urls import redact_url
 
 if TYPE_CHECKING:
     # tenacity is imported where a retry loop is built (~40 ms), not with the package.
@@ -35,6 +38,8 @@ __all__ = [
     "acall_with_retries",
     "async_retrying",
     "call_with_retries",
+    "explain_connection_error",
+    "is_refused",
     "is_retryable",
     "retry_after_seconds",
     "split_options",
@@ -69,13 +74,18 @@ class RetryPolicy:
       initial_backoff: the first backoff ceiling in seconds; it doubles on each retry.
       max_backoff: the largest backoff ceiling. The wait is drawn uniformly from
         ``[0, min(max_backoff, initial_backoff * 2**(retry - 1))]`` ("full jitter").
-      max_total_time: seconds a whole call may take, waits included; no retry starts whose wait
-        would cross it. ``None``: no limit besides ``max_retries``.
+      max_total_time: seconds a whole call may take, from its first byte sent to its last byte
+        read, waits included: an attempt still running at that moment fails with
+        ``openai.APITimeoutError`` (however slowly the server trickles bytes), and no retry starts
+        whose wait would cross it. ``None``: no limit besides ``max_retries`` and the timeout.
       max_retry_after: the longest server-requested wait (``Retry-After``/``retry-after-ms``)
         that is honoured; longer requests are cut to this.
       retry_on_status: the HTTP statuses retried. A 429 about balance or quota is never retried,
         nor any of ``NEVER_RETRIED_STATUS`` (400, 401, 402, 403, 404, 422, 451).
       retry_connection_errors: retry connection errors and timeouts.
+      max_refused_time: seconds into a call after which a refused connection (nothing listens at
+        the base URL) is no longer retried: a server restarting comes back within seconds, a wrong
+        URL never does.
       retry_malformed: retry answers that are not a usable image response
         (:class:`~stepfun_openai.MalformedResponseError`).
       sleep / async_sleep: how to wait (default ``time.sleep`` / ``asyncio.sleep``); tests pass a
@@ -87,6 +97,7 @@ class RetryPolicy:
     max_backoff: float = 8.0
     max_total_time: float | None = 300.0
     max_retry_after: float = 60.0
+    max_refused_time: float = 3.0
     retry_on_status: frozenset[int] = field(default=RETRYABLE_STATUS)
     retry_connection_errors: bool = True
     retry_malformed: bool = True
@@ -96,7 +107,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ValueError(f"RetryPolicy: max_retries must be a non-negative integer, got {self.max_retries!r}")
-        for name in ("initial_backoff", "max_backoff", "max_retry_after"):
+        for name in ("initial_backoff", "max_backoff", "max_retry_after", "max_refused_time"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value < math.inf):
                 raise ValueError(f"RetryPolicy: {name} must be a finite number of seconds >= 0, got {value!r}")
@@ -242,17 +253,34 @@ def _log_retry(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], None]
     return before_sleep
 
 
+def is_refused(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a connection that could not be opened (nothing listens, no route), as
+    opposed to one that broke or timed out once open."""
+    if not isinstance(exc, openai.APIConnectionError) or isinstance(exc, openai.APITimeoutError):
+        return False
+    cause = exc.__cause__
+    return isinstance(cause, httpx2.ConnectError) and not isinstance(cause, httpx2.ConnectTimeout)
+
+
+def refused_for_too_long(exc: BaseException | None, elapsed: float, policy: RetryPolicy) -> bool:
+    """A refused connection is retried only within ``policy.max_refused_time`` of the call's start."""
+    return is_refused(exc) and elapsed >= policy.max_refused_time
+
+
 def _retrying_kwargs(policy: RetryPolicy, started: float) -> dict[str, Any]:
     import tenacity
 
-    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.max_attempts)
     max_total_time = policy.max_total_time
-    if max_total_time is not None:
-        # tenacity's stop_before_delay, counted from the call's first attempt (made before the loop)
-        def out_of_time(state: tenacity.RetryCallState) -> bool:
-            return time.monotonic() - started + (state.upcoming_sleep or 0.0) >= max_total_time
 
-        stop = stop | _stop_if(out_of_time)
+    def stop_early(state: tenacity.RetryCallState) -> bool:
+        elapsed = time.monotonic() - started
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if refused_for_too_long(exc, elapsed + (state.upcoming_sleep or 0.0), policy):
+            return True
+        # tenacity's stop_before_delay, counted from the call's first attempt (made before the loop)
+        return max_total_time is not None and elapsed + (state.upcoming_sleep or 0.0) >= max_total_time
+
+    stop = tenacity.stop_after_attempt(policy.max_attempts) | _stop_if(stop_early)
     return {
         "stop": stop,
         "wait": _wait(policy),
@@ -278,16 +306,22 @@ class _Call:
     retry is replayed as the loop's first attempt, so tenacity decides about it as about any
     other, with the same waits, stops and logs."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, attempt_timeout: float | None = None) -> None:
         self.policy = policy
         self.started = time.monotonic()
+        self.ends = None if policy.max_total_time is None else self.started + policy.max_total_time
+        self.attempt_timeout = attempt_timeout
         self.attempts = 1
         self.failed: Exception | None = None
+
+    def deadline(self) -> contextlib.AbstractContextManager[None]:
+        """Around each attempt: it ends by its own timeout and by the call's ``max_total_time``."""
+        return _deadline.deadline(self.attempt_timeout, until=self.ends)
 
     def enters_loop(self, exc: Exception) -> bool:
         """After the first attempt failed with ``exc``: whether the retry loop takes over."""
         if self.policy.max_retries == 0 or not is_retryable(exc, self.policy):
-            _gave_up(exc, 1, self.policy)
+            _gave_up(exc, 1, self.policy, self.started)
             return False
         self.failed = exc
         return True
@@ -303,7 +337,9 @@ class _Call:
         return _retrying_kwargs(self.policy, self.started)
 
 
-def _gave_up(exc: BaseException, attempts: int, policy: RetryPolicy) -> None:
+def _gave_up(exc: BaseException, attempts: int, policy: RetryPolicy, started: float | None = None) -> None:
+    if isinstance(exc, openai.APIConnectionError):
+        explain_connection_error(exc, attempts, None if started is None else time.monotonic() - started)
     if attempts > 1:
         name, status, trace_id = _describe(exc)
         log.warning(
@@ -335,19 +371,39 @@ def split_options(
     return policy, options.model_copy(update=update)
 
 
-def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T]) -> _T:
+def explain_connection_error(exc: openai.APIConnectionError, attempts: int, elapsed: float | None) -> None:
+    """Make the final connection error say where it tried, how often and for how long, and why
+    (the SDK's own text is a bare "Connection error." or "Request timed out.")."""
+    request = getattr(exc, "request", None)
+    where = redact_url(str(request.url), keep_query=False) if isinstance(request, httpx2.Request) else "the server"
+    cause = exc.__cause__
+    why = f"{type(cause).__name__}: {cause}" if cause is not None and str(cause) else type(cause or exc).__name__
+    took = f" in {elapsed:.1f} s" if elapsed is not None else ""
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}{took}"
+    if isinstance(exc, openai.APITimeoutError):
+        message = f"Request timed out: no complete answer from {where} ({tries}; {why})"
+    else:
+        message = f"Connection error: could not reach {where} ({tries}; {why})"
+    exc.message = message
+    exc.args = (message,)
+
+
+def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T], *, attempt_timeout: float | None = None) -> _T:
     """Run ``fn`` (one HTTP attempt) under ``policy``; the last error is raised unchanged, with
-    ``attempts`` (how many HTTP requests were made) set on it."""
-    call = _Call(policy)
+    ``attempts`` (how many HTTP requests were made) set on it. Each attempt's network I/O ends by
+    ``attempt_timeout`` seconds and by the call's ``max_total_time`` (see :mod:`._deadline`)."""
+    call = _Call(policy, attempt_timeout)
     try:
-        return fn()
+        with call.deadline():
+            return fn()
     except Exception as exc:
         if not call.enters_loop(exc):
             raise
 
     def attempt() -> _T:
         call.next_attempt()
-        return fn()
+        with call.deadline():
+            return fn()
 
     import tenacity
 
@@ -355,22 +411,26 @@ def call_with_retries(policy: RetryPolicy, fn: Callable[[], _T]) -> _T:
     try:
         return retrying(attempt)
     except Exception as exc:
-        _gave_up(exc, call.attempts, policy)
+        _gave_up(exc, call.attempts, policy, call.started)
         raise
 
 
-async def acall_with_retries(policy: RetryPolicy, fn: Callable[[], Awaitable[_T]]) -> _T:
+async def acall_with_retries(
+    policy: RetryPolicy, fn: Callable[[], Awaitable[_T]], *, attempt_timeout: float | None = None
+) -> _T:
     """The async twin of :func:`call_with_retries` (``tenacity.AsyncRetrying``, same policy)."""
-    call = _Call(policy)
+    call = _Call(policy, attempt_timeout)
     try:
-        return await fn()
+        with call.deadline():
+            return await fn()
     except Exception as exc:
         if not call.enters_loop(exc):
             raise
 
     async def attempt() -> _T:
         call.next_attempt()
-        return await fn()
+        with call.deadline():
+            return await fn()
 
     import tenacity
 
@@ -378,7 +438,7 @@ async def acall_with_retries(policy: RetryPolicy, fn: Callable[[], Awaitable[_T]
     try:
         return await retrying(attempt)
     except Exception as exc:
-        _gave_up(exc, call.attempts, policy)
+        _gave_up(exc, call.attempts, policy, call.started)
         raise
 
 
@@ -462,6 +522,9 @@ def async_retrying(
     def stop(state: tenacity.RetryCallState) -> bool:
         if tally.count(state):
             return tally.paced >= max_paced
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if refused_for_too_long(exc, state.seconds_since_start or 0.0, policy):
+            return True
         return tally.others > policy.max_retries or bool(out_of_time(state))
 
     def before_sleep(state: tenacity.RetryCallState) -> None:

@@ -29,7 +29,7 @@ from .._exceptions import (
     StepFunValidationError,
     get_trace_id,
 )
-from .._retry import RetryPolicy, async_retrying, retry_after_seconds
+from .._retry import RetryPolicy, async_retrying, explain_connection_error, retry_after_seconds
 from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _file_stem, _prepare, _Work, describe_params
 from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
@@ -215,9 +215,12 @@ class _Runner:
             if _paced_by_limiter(exc):
                 kind = exc.kind if isinstance(exc, StepFunRateLimitError) else None
                 limit = exc.limit if isinstance(exc, StepFunRateLimitError) else None
-                self.limiter.on_rate_limited(
-                    kind=kind, limit=limit, retry_after=retry_after_seconds(exc), sent_at=sent_at
-                )
+                # A server-requested wait is capped as the client caps it: one 429 with
+                # "Retry-After: 999999" must not stall the whole batch for days.
+                retry_after = retry_after_seconds(exc)
+                if retry_after is not None:
+                    retry_after = min(retry_after, self.policy.max_retry_after)
+                self.limiter.on_rate_limited(kind=kind, limit=limit, retry_after=retry_after, sent_at=sent_at)
                 self.result.rate_limited += 1
                 work.rate_limited += 1
             raise
@@ -245,6 +248,8 @@ class _Runner:
             raise _StopRequested from exc
 
     async def _fail(self, work: _Work, exc: BaseException, started: float, *, fatal: bool = False) -> None:
+        if isinstance(exc, openai.APIConnectionError):  # where, how often, how long: the job's, not an attempt's
+            explain_connection_error(exc, work.attempts, time.monotonic() - started)
         event = self._record(work, "failed", started, error=_error_of(exc), trace_id=get_trace_id(exc))
         if fatal and self.stop is None:
             self.stop = f"{type(exc).__name__}: {exc}"
