@@ -26,8 +26,13 @@ if TYPE_CHECKING:
     from ._fit import ImageFitWarning
     from ._metadata import ImageMetadata, read_metadata, regenerate_kwargs
     from ._retry import RetryPolicy
-    from .catalog import DEFAULT_BASE_URL, INTERNATIONAL_BASE_URL, STEP_PLAN_BASE_URL
-    from .types import StepFunImage, StepFunImagesResponse, StyleReference
+    from .catalog import (
+        DEFAULT_BASE_URL,
+        INTERNATIONAL_BASE_URL,
+        INTERNATIONAL_STEP_PLAN_BASE_URL,
+        STEP_PLAN_BASE_URL,
+    )
+    from .types import Account, Cost, StepFunImage, StepFunImagesResponse, StyleReference
 
 __version__ = "0.1.0"
 
@@ -55,6 +60,9 @@ _LAZY: dict[str, str] = {
     "DEFAULT_BASE_URL": ".catalog",
     "INTERNATIONAL_BASE_URL": ".catalog",
     "STEP_PLAN_BASE_URL": ".catalog",
+    "INTERNATIONAL_STEP_PLAN_BASE_URL": ".catalog",
+    "Account": ".types",
+    "Cost": ".types",
     "StepFunImage": ".types",
     "StepFunImagesResponse": ".types",
     "StyleReference": ".types",
@@ -87,10 +95,13 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
     "INTERNATIONAL_BASE_URL",
+    "INTERNATIONAL_STEP_PLAN_BASE_URL",
     "STEP_PLAN_BASE_URL",
+    "Account",
     "AsyncStepFun",
     "ContentBlockedError",
     "ContentFilteredError",
+    "Cost",
     "ImageDownloadError",
     "ImageFitWarning",
     "ImageMetadata",

@@ -40,6 +40,7 @@ from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, acall_with_retries, call_
 # _requests, types and catalog are imported where first needed (a client's construction, its
 # first response): `import stepfun_openai` stays close to `import openai`.
 if TYPE_CHECKING:
+    from ._account import AccountResource, AsyncAccountResource
     from ._images import (
         AsyncImages,
         AsyncImagesWithRawResponse,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         ImagesWithStreamingResponse,
     )
     from ._requests import ClientSettings
+    from .catalog import Region
 
 __all__ = [
     "API_KEY_ENV_VARS",
@@ -124,6 +126,7 @@ class _StepFunMixin:
         validate: bool = True,
         stable_seed: bool = True,
         fit: bool = False,
+        region: Region | None = None,
         default_headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -133,7 +136,9 @@ class _StepFunMixin:
         if max_retries is not None:
             policy = policy.with_max_retries(max_retries)
         self.retry_policy = policy
-        self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed, fit=fit)
+        if region not in (None, "mainland", "international"):
+            raise ValueError(f"region must be 'mainland', 'international' or None, got {region!r}")
+        self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed, fit=fit, region=region)
         # The next class in the MRO is OpenAI or AsyncOpenAI.
         super().__init__(  # type: ignore[call-arg]
             api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
@@ -169,6 +174,12 @@ class _StepFunMixin:
         """Whether input images the model would reject are converted/scaled (Pillow) instead."""
         return self._stepfun_settings.fit
 
+    @property
+    def region(self) -> Region | None:
+        """Whose prices apply (``mainland``: yuan, ``international``: dollars) when the host does not
+        say: set it for the emulator or a proxy; StepFun's own hosts say it themselves."""
+        return self._stepfun_settings.region
+
     def copy(
         self,
         *,
@@ -177,6 +188,7 @@ class _StepFunMixin:
         validate: bool | None = None,
         stable_seed: bool | None = None,
         fit: bool | None = None,
+        region: Region | NotGiven | None = not_given,
         _extra_kwargs: Mapping[str, Any] = {},
         **kwargs: Any,
     ) -> Self:
@@ -190,6 +202,7 @@ class _StepFunMixin:
             "validate": self.validate if validate is None else validate,
             "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
             "fit": self.fit if fit is None else fit,
+            "region": self.region if isinstance(region, NotGiven) else region,
         }
         # The base copy() forwards max_retries itself; it must be ours, not the SDK's 0.
         copied: Self = super().copy(  # type: ignore[misc]
@@ -257,6 +270,7 @@ def _twin(source: StepFun | AsyncStepFun, twin: type[_ClientT], overrides: dict[
         "validate": source.validate,
         "stable_seed": source.stable_seed,
         "fit": source.fit,
+        "region": source.region,
         "default_headers": dict(source._custom_headers) or None,
         "default_query": dict(source._custom_query) or None,
         "_strict_response_validation": source._strict_response_validation,
@@ -305,7 +319,9 @@ def _is_raw(response: httpx2.Response) -> bool:
     return response.request.headers.get(RAW_RESPONSE_HEADER) == "true"
 
 
-def _finish_on_parse(raw: Any, options: FinalRequestOptions, response: httpx2.Response) -> Any:
+def _finish_on_parse(
+    raw: Any, options: FinalRequestOptions, response: httpx2.Response, region: Region | None = None
+) -> Any:
     """``with_raw_response``: the SDK parses when the caller asks; give that parse our checks."""
     sdk_parse = raw.parse
 
@@ -316,17 +332,19 @@ def _finish_on_parse(raw: Any, options: FinalRequestOptions, response: httpx2.Re
             result = sdk_parse(**kwargs)
         except ValueError as exc:
             raise _invalid_json(exc, response) from None
-        return _finish(result, options, response)
+        return _finish(result, options, response, region)
 
     raw.parse = parse
     return raw
 
 
-def _finish(result: object, options: FinalRequestOptions, response: httpx2.Response) -> Any:
+def _finish(
+    result: object, options: FinalRequestOptions, response: httpx2.Response, region: Region | None = None
+) -> Any:
     from ._requests import finish_images_response
 
     sent = options.json_data if isinstance(options.json_data, Mapping) else getattr(options.content, "sent", None)
-    return finish_images_response(result, response, sent)
+    return finish_images_response(result, response, sent, region)
 
 
 def _invalid_json(exc: ValueError, response: httpx2.Response) -> Exception:
@@ -353,6 +371,13 @@ class StepFun(_StepFunMixin, OpenAI):
         from ._images import Images  # lazily, like the SDK's resources: keeps the import cheap
 
         return Images(self)
+
+    @cached_property
+    def account(self) -> AccountResource:
+        """The account behind the key: ``client.account.retrieve()`` gives its balance."""
+        from ._account import AccountResource
+
+        return AccountResource(self)
 
     @cached_property
     def with_raw_response(self) -> StepFunWithRawResponse:
@@ -388,12 +413,12 @@ class StepFun(_StepFunMixin, OpenAI):
             return super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
         if _is_raw(response):
             raw = super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
-            return _finish_on_parse(raw, options, response)
+            return _finish_on_parse(raw, options, response, self.region)
         try:
             result = super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
         except ValueError as exc:
             raise _invalid_json(exc, response) from None
-        return _finish(result, options, response)
+        return _finish(result, options, response, self.region)
 
 
 class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
@@ -405,6 +430,13 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
         from ._images import AsyncImages
 
         return AsyncImages(self)
+
+    @cached_property
+    def account(self) -> AsyncAccountResource:
+        """The account behind the key: ``await client.account.retrieve()`` gives its balance."""
+        from ._account import AsyncAccountResource
+
+        return AsyncAccountResource(self)
 
     @cached_property
     def with_raw_response(self) -> AsyncStepFunWithRawResponse:
@@ -439,12 +471,12 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
             return await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
         if _is_raw(response):
             raw = await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
-            return _finish_on_parse(raw, options, response)
+            return _finish_on_parse(raw, options, response, self.region)
         try:
             result = await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
         except ValueError as exc:
             raise _invalid_json(exc, response) from None
-        return _finish(result, options, response)
+        return _finish(result, options, response, self.region)
 
 
 class StepFunWithRawResponse(OpenAIWithRawResponse):

@@ -22,6 +22,7 @@ import httpx2
 from openai import NotGiven, Omit, not_given
 
 from . import catalog
+from ._cost import image_cost
 from ._exceptions import MalformedResponseError, StepFunValidationError, redact_secrets, request_secrets
 from ._input_types import StyleReference
 from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
@@ -48,6 +49,8 @@ class ClientSettings:
     stable_seed: bool = True
     fit: bool = False
     """Convert/scale input images that the model would reject (needs Pillow); see ``_fit``."""
+    region: catalog.Region | None = None
+    """Whose prices apply when the host does not say (the emulator, a proxy); see ``_cost``."""
 
 
 _COMMON = frozenset({"model", "prompt", "size", "n", "response_format", "seed", "steps", "cfg_scale"})
@@ -472,7 +475,9 @@ def malformed(reason: str, response: httpx2.Response, body: object | None = None
     )
 
 
-def finish_images_response(result: object, response: httpx2.Response, sent: Mapping[str, Any] | None) -> Any:
+def finish_images_response(
+    result: object, response: httpx2.Response, sent: Mapping[str, Any] | None, region: catalog.Region | None = None
+) -> Any:
     """Check that an image response is usable and give it its trace id and provenance.
 
     Anything unusable becomes a ``MalformedResponseError`` (which the retry policy treats as
@@ -496,6 +501,7 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
     trace_id = response.headers.get("x-trace-id")
     result._trace_id = trace_id
     request_info = _provenance(sent, response)
+    cost = image_cost((sent or {}).get("model"), catalog.host_of(response.request.url), region)
     for index, image in enumerate(result.data):
         if not isinstance(image, StepFunImage):
             raise malformed(f"data[{index}] is not an image object", response)
@@ -515,6 +521,7 @@ def finish_images_response(result: object, response: httpx2.Response, sent: Mapp
         elif image.url is None and not image.content_filtered:
             raise malformed(f"data[{index}] has neither url nor b64_json", response)
         image._context = {**request_info, "index": index, "created": result.created, "trace_id": trace_id}
+        image._cost = cost
     return result
 
 

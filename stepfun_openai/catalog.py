@@ -8,25 +8,38 @@ imports this module.
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import urllib.parse
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 __all__ = [
+    "ASPECTS",
     "DEFAULT_BASE_URL",
     "ENDPOINTS",
     "INTERNATIONAL_BASE_URL",
+    "INTERNATIONAL_STEP_PLAN_BASE_URL",
     "MODELS",
+    "PRICES",
     "RATE_LIMIT_TIERS",
     "SEED_MAX",
     "STEP_PLAN_BASE_URL",
     "Endpoint",
     "EndpointSpec",
+    "Host",
     "ImageLimits",
     "ModelSpec",
     "NumberRange",
+    "Price",
+    "Region",
+    "documented_on",
     "get_model",
+    "host_of",
     "models_for",
     "parse_size",
+    "price_of",
+    "resolve_size",
 ]
 
 Endpoint = Literal["generations", "image2image", "edits"]
@@ -35,6 +48,11 @@ ENDPOINTS: tuple[Endpoint, ...] = ("generations", "image2image", "edits")
 DEFAULT_BASE_URL = "https://api.stepfun.com/v1"
 INTERNATIONAL_BASE_URL = "https://api.stepfun.ai/v1"
 STEP_PLAN_BASE_URL = "https://api.stepfun.com/step_plan/v1"
+INTERNATIONAL_STEP_PLAN_BASE_URL = "https://api.stepfun.ai/step_plan/v1"
+"""Step Plan (a monthly subscription): images are paid from the plan's credit, not the cash balance.
+A plan key used on ``/v1`` is billed from the cash balance instead."""
+
+Region = Literal["mainland", "international"]
 
 SEED_MAX = 2147483647
 """Seeds are 0..2147483647; 0 or omitted asks the server for a random seed."""
@@ -320,3 +338,154 @@ def parameter_table_markdown() -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row[h] for h in headers) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# --- prices -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Price:
+    """What one generated image costs on one region's cash balance, as the pricing page said on
+    ``read_on`` (prices change: this is a snapshot, never a guess)."""
+
+    amount: Decimal
+    currency: Literal["CNY", "USD"]
+    read_on: _dt.date
+
+    def __str__(self) -> str:
+        symbol = "¥" if self.currency == "CNY" else "$"
+        return f"{symbol}{self.amount} per image (read {self.read_on})"
+
+
+_PRICES_READ_ON = _dt.date(2026, 6, 19)
+
+PRICES: dict[tuple[str, Region], Price] = {
+    ("step-2x-large", "mainland"): Price(Decimal("0.1"), "CNY", _PRICES_READ_ON),
+    ("step-image-edit-2", "mainland"): Price(Decimal("0.02"), "CNY", _PRICES_READ_ON),
+    ("step-image-edit-2", "international"): Price(Decimal("0.003"), "USD", _PRICES_READ_ON),
+}
+"""Per generated image (``content_filtered`` ones included: they are generated and billed; a failed
+request is not). A model and region missing here has no published price: its cost is unknown."""
+
+
+def price_of(model: str, region: Region | None) -> Price | None:
+    """The catalog's price of one ``model`` image in ``region``; ``None`` when it is not known."""
+    return PRICES.get((model, region)) if region is not None else None
+
+
+# --- hosts: regions, Step Plan, what each documents ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    """What a base URL says about billing and documentation."""
+
+    region: Region | None
+    """``None``: not a StepFun host (the emulator, a proxy): the region is whatever the client says."""
+    step_plan: bool = False
+    """Paid from a Step Plan's monthly credit, not the cash balance: no per-image cash price."""
+
+    @property
+    def stepfun(self) -> bool:
+        return self.region is not None
+
+
+def host_of(base_url: object) -> Host:
+    """The :class:`Host` behind a base URL (``api.stepfun.com`` mainland, ``api.stepfun.ai``
+    international, a ``/step_plan/`` path Step Plan; anything else unknown)."""
+    parts = urllib.parse.urlsplit(str(base_url))
+    host = (parts.hostname or "").lower()
+    region: Region | None = None
+    if host == "stepfun.com" or host.endswith(".stepfun.com"):
+        region = "mainland"
+    elif host == "stepfun.ai" or host.endswith(".stepfun.ai"):
+        region = "international"
+    return Host(region=region, step_plan=region is not None and "/step_plan" in parts.path)
+
+
+_DOCUMENTED_NARROW: dict[Endpoint, tuple[str, ...]] = {
+    "generations": ("step-image-edit-2",),
+    "edits": ("step-image-edit-2",),
+}
+"""What the international docs and Step Plan list: step-image-edit-2, generations and edits only."""
+
+
+def documented_on(host: Host, model: str, endpoint: Endpoint) -> bool:
+    """Whether StepFun's docs list ``model`` on ``endpoint`` for ``host``. The docs contradict each
+    other (the international model list still describes the other models), so the client warns
+    about an undocumented pair rather than refusing it. Unknown hosts document everything."""
+    if host.region is None or (host.region == "mainland" and not host.step_plan):
+        return True
+    return model in _DOCUMENTED_NARROW.get(endpoint, ())
+
+
+# --- sizes by aspect ------------------------------------------------------------------------------------
+
+ASPECTS: dict[str, float] = {"1:1": 1.0, "16:9": 16 / 9, "9:16": 9 / 16, "4:3": 4 / 3, "3:4": 3 / 4}
+"""Aspect ratios (width:height) that ``size`` accepts besides the model's own sizes."""
+
+ORIENTATIONS = ("landscape", "portrait", "square")
+_ASPECT_TOLERANCE = math.log(1.25)
+"""How far (as a ratio) a model's size may be from the asked aspect and still count as it."""
+
+
+def _aspect(width: int, height: int) -> str:
+    ratio = width / height
+    for name, value in ASPECTS.items():
+        if abs(math.log(ratio / value)) < 0.03:
+            return name
+    return f"{ratio:.2f}:1"
+
+
+def describe_sizes(spec: EndpointSpec) -> str:
+    """The sizes ``spec`` offers with their aspects, in the model's own order (for messages)."""
+    if spec.sizes is None:
+        return "no size choice (the output has the input's size)"
+    order = "HEIGHTxWIDTH" if spec.size_order == "HxW" else "WIDTHxHEIGHT"
+    shown = []
+    for size in spec.sizes:
+        width, height = pixel_size(size, spec.size_order) or (1, 1)
+        shown.append(f"{size} ({_aspect(width, height)})")
+    return f"{', '.join(shown)}, written {order}"
+
+
+def is_aspect(size: object) -> bool:
+    """Whether ``size`` asks for an aspect (``"16:9"``, ``"landscape"``) rather than a size."""
+    return isinstance(size, str) and (size.strip().lower() in ORIENTATIONS or size.strip() in ASPECTS)
+
+
+def resolve_size(model: str, endpoint: Endpoint, aspect: str) -> str:
+    """The ``model``'s own size (in its own order: HEIGHTxWIDTH for step-image-edit-2) for an
+    aspect ratio (``"16:9"``, ``"9:16"``, ``"1:1"``, ``"4:3"``, ``"3:4"``) or an orientation
+    (``"landscape"``, ``"portrait"``, ``"square"``): the closest supported aspect, the default size
+    among equals, then the largest. ``ValueError`` (naming what the model offers) when the model
+    has no size close to it or no size choice at all."""
+    spec = MODELS[model].endpoints.get(endpoint) if model in MODELS else None
+    if spec is None:
+        raise ValueError(f"{model!r} does not serve {endpoint}")
+    if spec.sizes is None:
+        raise ValueError(f"{model} on {endpoint} has {describe_sizes(spec)}; an aspect ratio cannot apply")
+    wanted = aspect.strip().lower()
+    sized = [(size, *(pixel_size(size, spec.size_order) or (1, 1))) for size in spec.sizes]
+    if wanted in ORIENTATIONS:
+        if wanted == "square":
+            pool = [s for s in sized if s[1] == s[2]]
+        else:
+            pool = [s for s in sized if (s[1] > s[2]) == (wanted == "landscape") and s[1] != s[2]]
+            # the most pronounced one: what "landscape" looks like on this model
+            extreme = max(abs(math.log(w / h)) for _, w, h in pool) if pool else 0
+            pool = [s for s in pool if abs(abs(math.log(s[1] / s[2])) - extreme) < 1e-9]
+    elif wanted in ASPECTS:
+        target = math.log(ASPECTS[wanted])
+        best = min((abs(math.log(w / h) - target) for _, w, h in sized), default=math.inf)
+        pool = [s for s in sized if abs(abs(math.log(s[1] / s[2]) - target) - best) < 1e-9]
+        if best > _ASPECT_TOLERANCE:
+            pool = []
+    else:
+        raise ValueError(f"{aspect!r} is not an aspect: use one of {', '.join([*ASPECTS, *ORIENTATIONS])} or a size")
+    if not pool:
+        raise ValueError(f"{model} has no size close to {aspect} on {endpoint}: it offers {describe_sizes(spec)}")
+    for size, _, _ in pool:
+        if size == spec.default_size:
+            return size
+    return max(pool, key=lambda s: s[1] * s[2])[0]

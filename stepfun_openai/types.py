@@ -6,14 +6,16 @@ from __future__ import annotations
 # unions in a WeakKeyDictionary, and ``types.UnionType`` cannot be weakly referenced.
 from typing import Any, List, Literal, Optional, Union
 
+from openai import BaseModel
 from openai.types import Image as _OpenAIImage
 from openai.types import ImagesResponse as _OpenAIImagesResponse
 from pydantic import PrivateAttr, model_validator
 
+from ._cost import Cost
 from ._input_types import ImageInput, StyleReference
 from ._results import ImageResultMixin, ImagesResultMixin
 
-__all__ = ["ImageInput", "StepFunImage", "StepFunImagesResponse", "StyleReference"]
+__all__ = ["Account", "Cost", "ImageInput", "StepFunImage", "StepFunImagesResponse", "StyleReference"]
 
 
 def ensure_private(model: Any) -> None:
@@ -25,6 +27,23 @@ def ensure_private(model: Any) -> None:
             default = attr.get_default()
             defaults[name] = default
         object.__setattr__(model, "__pydantic_private__", defaults)
+
+
+class Account(BaseModel):
+    """The account behind the API key, in its own currency (yuan on the mainland host, dollars on
+    the international one). ``balance`` is what is available now; a ``postpaid`` account is billed
+    afterwards, so its balance may be negative and does not limit spending."""
+
+    object: Optional[str] = None
+    type: Optional[Union[Literal["prepaid", "postpaid"], str]] = None
+    balance: Optional[float] = None
+    total_cash_balance: Optional[float] = None
+    total_voucher_balance: Optional[float] = None
+
+    @property
+    def prepaid(self) -> bool:
+        """Whether spending is limited by ``balance`` (a postpaid account is billed afterwards)."""
+        return self.type != "postpaid"
 
 
 class StepFunImage(ImageResultMixin, _OpenAIImage):
@@ -42,6 +61,13 @@ class StepFunImage(ImageResultMixin, _OpenAIImage):
 
     _context: dict[str, Any] = PrivateAttr(default_factory=dict)
     _data: bytes | None = PrivateAttr(default=None)
+    _cost: Cost | None = PrivateAttr(default=None)
+
+    @property
+    def cost(self) -> Cost:
+        """What this image cost at the catalog's price (``content_filtered`` images are billed
+        too), or an unknown :class:`Cost` saying why (no published price, unknown region, Step Plan)."""
+        return self._cost if self._cost is not None else Cost(None, None, note="not from a StepFun client call")
 
     @model_validator(mode="before")
     @classmethod
@@ -75,3 +101,8 @@ class StepFunImagesResponse(ImagesResultMixin, _OpenAIImagesResponse):
     def images(self) -> list[StepFunImage]:
         """``data``, or an empty list when the response had none."""
         return list(self.data or [])
+
+    @property
+    def cost(self) -> Cost:
+        """What this response's images cost together (see :attr:`StepFunImage.cost`)."""
+        return Cost.total(image.cost for image in self.images)

@@ -14,10 +14,12 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from decimal import Decimal, InvalidOperation
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from .. import catalog
 from ._faults import FAULT_KINDS, parse_faults
 from ._render import METADATA_KEY, read_png_metadata
 from ._server import MAX_BODY_BYTES, EmulatorConfig, EmulatorState, make_server
@@ -33,11 +35,24 @@ __all__ = [
 ]
 
 
+def _money(value: float | str | Decimal) -> Decimal:
+    """A balance as an exact, finite, non-negative amount (``ValueError`` otherwise)."""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"balance must be an amount of money, got {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"balance must be a finite amount >= 0, got {value!r}")
+    return amount
+
+
 class Emulator:
     """A running (once started) StepFun emulator; the options mirror the CLI flags.
 
     ``faults`` takes the CLI's ``"503=0.1,reset=0.02"`` or a mapping; ``block_words`` and
-    ``filter_words`` are the moderation lists; ``clock`` replaces ``time.time`` for
+    ``filter_words`` are the moderation lists; ``balance`` (default unlimited) is the account's
+    money, charged per image at the catalog's ``region`` price (402 once it would go below zero);
+    ``clock`` replaces ``time.time`` for
     ``created``, URL expiry and the RPM window.
     """
 
@@ -59,6 +74,8 @@ class Emulator:
         block_words: Iterable[str] = (),
         filter_words: Iterable[str] = (),
         max_body_bytes: int = MAX_BODY_BYTES,
+        balance: float | str | Decimal | None = None,
+        region: catalog.Region = "mainland",
         clock: Callable[[], float] | None = None,
         verbose: bool = False,
     ) -> None:
@@ -78,6 +95,8 @@ class Emulator:
             block_words=tuple(block_words),
             filter_words=tuple(filter_words),
             max_body_bytes=max_body_bytes,
+            balance=None if balance is None else _money(balance),
+            region=region,
             clock=clock or time.time,
             verbose=verbose,
         )
@@ -165,6 +184,11 @@ class Emulator:
     def requests(self) -> list[dict[str, Any]]:
         """The requests received, oldest first (``GET /_emulator/requests``)."""
         return self._state.requests()
+
+    @property
+    def account(self) -> dict[str, Any]:
+        """What ``GET /v1/accounts`` answers now (balance, type)."""
+        return self._state.wallet.account()
 
     def reset(self) -> None:
         """Clear stats, the request log and the RPM window; replay the fault sequence from the start."""

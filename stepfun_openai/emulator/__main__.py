@@ -58,6 +58,20 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         "--slow-seconds", type=float, default=30.0, help="delay of the 'slow' fault (default: %(default)s)"
     )
 
+    account = parser.add_argument_group("account")
+    account.add_argument(
+        "--balance",
+        metavar="AMOUNT",
+        help="the account's balance, lowered by each image at the catalog's price; 402 once it would "
+        "go below zero (default: unlimited)",
+    )
+    account.add_argument(
+        "--region",
+        choices=["mainland", "international"],
+        default="mainland",
+        help="whose prices are charged: yuan or dollars (default: %(default)s)",
+    )
+
     moderation = parser.add_argument_group("moderation")
     moderation.add_argument(
         "--block-words", type=_words, default=[], metavar="W1,W2", help="prompts with these get 451"
@@ -87,6 +101,8 @@ def emulator_from_args(args: argparse.Namespace) -> Emulator:
         url_ttl=args.url_ttl,
         block_words=args.block_words,
         filter_words=args.filter_words,
+        balance=args.balance,
+        region=args.region,
         verbose=args.verbose,
     )
 

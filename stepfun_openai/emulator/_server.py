@@ -18,10 +18,12 @@ import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .. import catalog
+from ._account import Wallet
 from ._faults import FAULT_KINDS, STATUS_FAULTS, FaultInjector
 from ._params import ApiError, ImageRequest, fetch_loopback, invalid, parse_edit_request, parse_json_request, sanitize
 from ._ratelimit import RateLimiter, rate_limit_message
@@ -42,6 +44,7 @@ _ENDPOINT_ROUTES: dict[str, tuple[str, catalog.Endpoint]] = {
     for endpoint in catalog.ENDPOINTS
     if not (prefix == "/step_plan/v1" and endpoint == "image2image")  # step_plan has no image2image
 }
+_ACCOUNT_PATHS = frozenset({"/v1/accounts"})
 _IMAGE_PATH = re.compile(r"^/image_gen/(\d{8})/([0-9a-f]{32})\.png$")
 _INTROSPECTION: dict[str, str] = {
     "/_emulator/stats": "GET",
@@ -79,6 +82,10 @@ class EmulatorConfig:
     filter_words: tuple[str, ...] = ()
     """A prompt containing one of these gets a 200 with ``finish_reason: content_filtered``."""
     max_body_bytes: int = MAX_BODY_BYTES
+    balance: Decimal | None = None
+    """The account's starting balance; ``None``: unlimited (a postpaid account)."""
+    region: catalog.Region = "mainland"
+    """Whose prices the balance is charged at."""
     clock: Callable[[], float] = time.time
     """Wall clock for ``created``, URL expiry and the RPM window; tests inject a fake one."""
     verbose: bool = False
@@ -104,6 +111,7 @@ class EmulatorState:
         self.limiter = RateLimiter(rpm=rpm, concurrency=concurrency, clock=config.clock)
         self.faults = FaultInjector(config.faults, config.fault_seed)
         self.cache = RenderCache()
+        self.wallet = Wallet(config.balance, config.region)
         self.secret = secrets.token_bytes(32)
         self.access_key = "AKLT" + secrets.token_hex(16)
         self.stopping = threading.Event()
@@ -152,6 +160,7 @@ class EmulatorState:
             self._by_fault.clear()
         self.limiter.reset()
         self.faults.reset()
+        self.wallet.reset()
         self.gate.set()
 
     # --- presigned image URLs ------------------------------------------------------------------
@@ -497,6 +506,17 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, png, "image/png")
             return
+        if path in _ACCOUNT_PATHS:
+            if method != "GET":
+                self._method_not_allowed("GET")
+                return
+            try:
+                self._authenticate()
+            except ApiError as error:
+                self._send_error(error)
+                return
+            self._send_json(200, self.state.wallet.account())
+            return
         route = _ENDPOINT_ROUTES.get(path)
         if route is None:
             self._send(404, b"404 page not found", "text/plain; charset=utf-8")
@@ -577,6 +597,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(451, "censorship_blocked", STATUS_FAULTS["451"][2])
         filtered = any(word.lower() in prompt for word in state.config.filter_words)
 
+        if not self.path.startswith("/step_plan/"):  # a plan's images come from its monthly credit
+            state.wallet.charge(request.model)  # billed once generated: a 402 before anything is made
         state.gate.wait()
         if state.config.latency > 0:
             state.stopping.wait(state.config.latency)
