@@ -127,6 +127,7 @@ class _StepFunMixin:
         stable_seed: bool = True,
         fit: bool = False,
         region: Region | None = None,
+        fan_out: bool = True,
         default_headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -138,7 +139,9 @@ class _StepFunMixin:
         self.retry_policy = policy
         if region not in (None, "mainland", "international"):
             raise ValueError(f"region must be 'mainland', 'international' or None, got {region!r}")
-        self._stepfun_settings = ClientSettings(validate=validate, stable_seed=stable_seed, fit=fit, region=region)
+        self._stepfun_settings = ClientSettings(
+            validate=validate, stable_seed=stable_seed, fit=fit, region=region, fan_out=fan_out
+        )
         # The next class in the MRO is OpenAI or AsyncOpenAI.
         super().__init__(  # type: ignore[call-arg]
             api_key=_resolve_api_key(api_key, kwargs.get("_enforce_credentials", True)),
@@ -180,6 +183,11 @@ class _StepFunMixin:
         say: set it for the emulator or a proxy; StepFun's own hosts say it themselves."""
         return self._stepfun_settings.region
 
+    @property
+    def fan_out(self) -> bool:
+        """Whether ``n > 1`` sends n requests at once (else it is refused before sending)."""
+        return self._stepfun_settings.fan_out
+
     def copy(
         self,
         *,
@@ -189,6 +197,7 @@ class _StepFunMixin:
         stable_seed: bool | None = None,
         fit: bool | None = None,
         region: Region | NotGiven | None = not_given,
+        fan_out: bool | None = None,
         _extra_kwargs: Mapping[str, Any] = {},
         **kwargs: Any,
     ) -> Self:
@@ -203,6 +212,7 @@ class _StepFunMixin:
             "stable_seed": self.stable_seed if stable_seed is None else stable_seed,
             "fit": self.fit if fit is None else fit,
             "region": self.region if isinstance(region, NotGiven) else region,
+            "fan_out": self.fan_out if fan_out is None else fan_out,
         }
         # The base copy() forwards max_retries itself; it must be ours, not the SDK's 0.
         copied: Self = super().copy(  # type: ignore[misc]
@@ -271,6 +281,7 @@ def _twin(source: StepFun | AsyncStepFun, twin: type[_ClientT], overrides: dict[
         "stable_seed": source.stable_seed,
         "fit": source.fit,
         "region": source.region,
+        "fan_out": source.fan_out,
         "default_headers": dict(source._custom_headers) or None,
         "default_query": dict(source._custom_query) or None,
         "_strict_response_validation": source._strict_response_validation,

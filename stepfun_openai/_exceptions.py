@@ -16,6 +16,7 @@ __all__ = [
     "ContentFilteredError",
     "InsufficientBalanceError",
     "MalformedResponseError",
+    "PartialImagesError",
     "QuotaExceededError",
     "StepFunRateLimitError",
     "StepFunValidationError",
@@ -244,3 +245,17 @@ class ContentFilteredError(openai.OpenAIError):
         self.indices = list(indices)
         self.response = response
         super().__init__(f"image(s) {self.indices} were content_filtered by StepFun moderation")
+
+
+class PartialImagesError(openai.OpenAIError):
+    """Some of the ``n`` requests of a call with ``n > 1`` failed: ``response`` holds the images that
+    succeeded (in order, with their cost), ``errors`` the ``(index, exception)`` of the others."""
+
+    def __init__(self, response: Any, errors: Sequence[tuple[int, BaseException]], n: int) -> None:
+        first = errors[0][1]
+        super().__init__(
+            f"{len(errors)} of {n} images failed (first: {type(first).__name__}: {first}); "
+            f"the {n - len(errors)} that succeeded are in .response"
+        )
+        self.response = response
+        self.errors = list(errors)

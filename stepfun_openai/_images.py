@@ -18,7 +18,7 @@ from openai.resources import images as _openai_images
 from openai.resources.images import AsyncImages as _AsyncImages
 from openai.resources.images import Images as _Images
 
-from . import catalog
+from . import _fanout, catalog
 from ._compat import (
     Body,
     Headers,
@@ -58,7 +58,11 @@ def _sync(
 ) -> Callable[Concatenate[Images, _P], StepFunImagesResponse]:
     @functools.wraps(endpoint)
     def method(self: Images, *args: _P.args, **kwargs: _P.kwargs) -> StepFunImagesResponse:
-        return self._send(endpoint(self, *args, **kwargs))
+        fan_out = _fanout.plan(self._client, kwargs)
+        request = endpoint(self, *args, **kwargs)
+        if fan_out is None:
+            return self._send(request)
+        return fan_out.combine(_fanout.send_all(fan_out.requests(request), self._send))
 
     method.__signature__ = _signature(endpoint)  # type: ignore[attr-defined]
     return method  # type: ignore[return-value]
@@ -69,7 +73,11 @@ def _async(
 ) -> Callable[Concatenate[AsyncImages, _P], Coroutine[Any, Any, StepFunImagesResponse]]:
     @functools.wraps(endpoint)
     async def method(self: AsyncImages, *args: _P.args, **kwargs: _P.kwargs) -> StepFunImagesResponse:
-        return await self._send(endpoint(self, *args, **kwargs))
+        fan_out = _fanout.plan(self._client, kwargs)
+        request = endpoint(self, *args, **kwargs)
+        if fan_out is None:
+            return await self._send(request)
+        return fan_out.combine(await _fanout.asend_all(fan_out.requests(request), self._send))
 
     method.__signature__ = _signature(endpoint)  # type: ignore[attr-defined]
     return method  # type: ignore[return-value]

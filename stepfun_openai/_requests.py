@@ -28,7 +28,7 @@ from ._input_types import StyleReference
 from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
 from ._urls import is_http_url, redact_url
-from ._validation import validate_request, warn_if_retired
+from ._validation import validate_request, warn_if_retired, warn_if_undocumented
 
 __all__ = [
     "CALL_OPTIONS",
@@ -51,6 +51,8 @@ class ClientSettings:
     """Convert/scale input images that the model would reject (needs Pillow); see ``_fit``."""
     region: catalog.Region | None = None
     """Whose prices apply when the host does not say (the emulator, a proxy); see ``_cost``."""
+    fan_out: bool = True
+    """``n > 1`` sends n requests at once (see ``_fanout``); off, ``n > 1`` is refused locally."""
 
 
 _COMMON = frozenset({"model", "prompt", "size", "n", "response_format", "seed", "steps", "cfg_scale"})
@@ -87,7 +89,17 @@ class PreparedRequest:
     @property
     def seed(self) -> int | None:
         seed = self.body.get("seed")
+        if isinstance(seed, str) and seed.isdigit():  # an edit's form field
+            return int(seed)
         return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+    def with_seed(self, seed: int | None) -> PreparedRequest:
+        """The same request asking for another seed (``None``: the server picks)."""
+        body = {k: v for k, v in self.body.items() if k != "seed"}
+        if seed is not None:
+            body["seed"] = str(seed) if self.files is not None else seed
+        parts = _JSONParts(body) if self._parts is not None else None
+        return dataclasses.replace(self, body=body, _parts=parts)
 
     def post_arguments(self, *, is_async: bool, max_retries: int | None = None) -> dict[str, Any]:
         """``body``/``content``/``files``/``options`` for the SDK's ``_post``. A body with inline
@@ -169,8 +181,10 @@ def prepare(
     }
     if endpoint == "edits":
         form, files = prepare_edit(typed, extra_body, settings)
+        warn_if_undocumented(base_url, form.get("model"), endpoint)
         return PreparedRequest(endpoint, form, files, **options)
     body = prepare_json(endpoint, typed, extra_body, settings)
+    warn_if_undocumented(base_url, body.get("model"), endpoint)
     parts = _JSONParts(body) if has_inline_images(body) else None
     return PreparedRequest(endpoint, body, None, _parts=parts, **options)
 
@@ -291,19 +305,42 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _SEEDS.seed(secrets.randbits(128)))
 
 
+def next_seed() -> int:
+    """A fresh random seed (1..SEED_MAX: 0 would ask the server to pick)."""
+    return _SEEDS.randrange(catalog.SEED_MAX) + 1
+
+
 def _stable_seed(body: dict[str, Any], settings: ClientSettings) -> None:
     """Pick the seed before the first attempt, so every retry asks for the same image."""
     seed = body.get("seed")
     # Only "no seed" (missing, None, 0) is replaced; a wrong one such as False is left to validation.
     if settings.stable_seed and (seed is None or (seed == 0 and not isinstance(seed, bool))):
-        body["seed"] = _SEEDS.randrange(catalog.SEED_MAX) + 1
+        body["seed"] = next_seed()
 
 
-def _finish_body(body: dict[str, Any], settings: ClientSettings) -> None:
+def _finish_body(body: dict[str, Any], settings: ClientSettings, endpoint: catalog.Endpoint) -> None:
     _whole_numbers_as_int(body)
     _stable_seed(body, settings)
+    _size_from_aspect(body, endpoint)
     if isinstance(body.get("model"), str):
         warn_if_retired(body["model"])
+
+
+def _size_from_aspect(body: dict[str, Any], endpoint: catalog.Endpoint) -> None:
+    """``size="16:9"`` (or ``"landscape"``...) becomes the model's own closest size, in its own
+    order. An aspect is never a valid size on the wire, so this holds with ``validate=False`` too."""
+    size, model = body.get("size"), body.get("model")
+    if not catalog.is_aspect(size):
+        return
+    assert isinstance(size, str)
+    if not isinstance(model, str) or catalog.get_model(model) is None:
+        raise StepFunValidationError(
+            "size", size, "an aspect ratio needs a model from the catalog, to pick that model's size", endpoint=endpoint
+        )
+    try:
+        body["size"] = catalog.resolve_size(model, endpoint, size)
+    except ValueError as exc:
+        raise StepFunValidationError("size", size, str(exc), model=model, endpoint=endpoint) from None
 
 
 def prepare_json(
@@ -323,7 +360,7 @@ def prepare_json(
     if "style_reference" in body:
         body["style_reference"] = _style_reference(body["style_reference"], encoder)
     body = deep_merge(body, _extra_body(extra_body))
-    _finish_body(body, settings)
+    _finish_body(body, settings, endpoint)
     if settings.validate:
         validate_request(endpoint, body, images=encoder.known(body))
     return body
@@ -424,7 +461,7 @@ def prepare_edit(
     filename = body.pop("filename", None)
     info = sniff(image[:HEADER_BYTES])
     body = deep_merge(body, _extra_body(extra_body))
-    _finish_body(body, settings)
+    _finish_body(body, settings, "edits")
     if settings.validate:
         validate_request("edits", body, edit_image=info, edit_bytes=len(image))
     form = {key: _form_value(value) for key, value in body.items()}

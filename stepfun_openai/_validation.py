@@ -15,10 +15,30 @@ from ._exceptions import StepFunValidationError, caller_stacklevel
 from ._inputs import EncodedImage, inspect_image_string
 from ._sniff import ImageInfo
 
-__all__ = ["check_image", "validate_request", "warn_if_retired"]
+__all__ = ["check_image", "validate_request", "warn_if_retired", "warn_if_undocumented"]
 
 
 _warned_models: set[str] = set()
+_warned_hosts: set[tuple[catalog.Host, str, str]] = set()
+
+
+def warn_if_undocumented(base_url: object, model: object, endpoint: catalog.Endpoint) -> None:
+    """A ``UserWarning`` once per process when StepFun's docs don't list ``model`` on ``endpoint``
+    for the host being called (the international host and Step Plan list only step-image-edit-2,
+    generations and edits). Not a refusal: the docs contradict each other."""
+    if base_url is None or not isinstance(model, str):
+        return
+    host = catalog.host_of(base_url)
+    if catalog.documented_on(host, model, endpoint) or (host, model, endpoint) in _warned_hosts:
+        return
+    _warned_hosts.add((host, model, endpoint))
+    where = "Step Plan" if host.step_plan else f"the {host.region} host"
+    warnings.warn(
+        f"StepFun's docs for {where} ({base_url}) do not list {model} on {endpoint} (they list "
+        "step-image-edit-2 on generations and edits); the request is sent anyway",
+        UserWarning,
+        stacklevel=caller_stacklevel(),
+    )
 
 
 def warn_if_retired(model: str) -> None:

@@ -280,7 +280,7 @@ RULES: list[tuple[str, str, dict[str, Any], str, Any, Any]] = [
     ("size-hxw", "generate", GEN_EDIT2, "size", "800x1280", "768x1360"),
     ("size-i2i", "image2image", I2I, "size", "1024x768", "1280x800"),
     ("size-1x-edit", "edit", EDIT_1X, "size", "1024x768", "768x768"),
-    ("n", "generate", GEN, "n", 2, 1),
+    ("n", "generate", GEN, "n", 11, 1),  # up to 10: n requests at once (fan_out=False refuses n > 1)
     ("response_format", "generate", GEN, "response_format", "png", "b64_json"),
     ("seed-range", "generate", GEN, "seed", 2147483648, 2147483647),
     ("seed-type", "generate", GEN, "seed", 1.5, 7),
