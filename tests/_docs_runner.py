@@ -46,6 +46,8 @@ def _run_emulator_command(command: str, expected: list[str], where: str) -> None
     """Start it (on a free port: the documented one may be taken on a shared machine), check the
     first line it prints, stop it with SIGTERM and check it exits 0."""
     words = shlex.split(command.rstrip("&").strip())
+    if words[0] == "python":
+        words[0] = sys.executable  # the interpreter running the tests, whatever PATH says
     if "--port" in words:
         words[words.index("--port") + 1] = "0"
     else:
