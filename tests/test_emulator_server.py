@@ -459,9 +459,9 @@ def test_cli_exits_0_on_sigint_like_ctrl_c() -> None:
             process.kill()
 
 
-def test_the_readme_pytest_plugin_example_runs_as_written(tmp_path: pathlib.Path) -> None:
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### pytest plugin", 1)[1]
+def test_the_docs_pytest_plugin_example_runs_as_written(tmp_path: pathlib.Path) -> None:
+    guide = pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides" / "testing.md"
+    section = guide.read_text(encoding="utf-8").split("## The pytest plugin", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     conftest, _, tests = code.partition("# test_images.py\n")
     assert "pytest_plugins" in conftest and "def test_" in tests, "the example shows conftest.py and a test file"

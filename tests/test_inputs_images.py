@@ -371,17 +371,17 @@ def test_fit_describes_a_re_encoding_that_only_shrinks_the_bytes() -> None:
     assert Image.open(io.BytesIO(sent)).size == (2000, 2000)
 
 
-def test_the_readme_states_the_formats_the_catalog_takes_for_edits() -> None:
+def test_the_docs_state_the_formats_the_catalog_takes_for_edits() -> None:
     from stepfun_openai import catalog
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    intro = " ".join(readme.split("## Models and parameters", 1)[1].split("<!-- parameter-table:start -->")[0].split())
+    page = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "models.md").read_text(encoding="utf-8")
     formats = {
         name: spec.spec("edits").image_limits.formats  # type: ignore[union-attr]
         for name, spec in catalog.MODELS.items()
         if spec.spec("edits") is not None
     }
     assert formats and all(f == ("png", "jpeg", "webp") for f in formats.values()), formats
-    assert "edits: png/jpeg/webp" in intro
-    assert "step-1x-edit also webp" not in intro, "webp is not step-1x-edit's alone"
+    for name in formats:
+        section = page.split(f"### {name} on /images/edits", 1)[1].split("###", 1)[0]
+        assert "| input images | png/jpeg/webp, at most 10 MB" in section, name
     client(Recorder()).images.edit(model="step-image-edit-2", prompt="x", image=pil_bytes("WEBP"))

@@ -1,5 +1,5 @@
 """The public names are stated once (``_LAZY``) and every other list agrees with it: ``__all__``, the
-imports type checkers read, the README's list, and the version the installed package reports."""
+imports type checkers read, the docs' list, and the version the installed package reports."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def test_every_public_name_resolves_in_a_fresh_interpreter() -> None:
         assert isinstance(getattr(stepfun_openai, name), types.ModuleType)
 
 
-def test_the_readme_lists_exactly_the_exported_names() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_docs_list_exactly_the_exported_names() -> None:
+    text = (ROOT / "docs" / "reference" / "api" / "index.md").read_text(encoding="utf-8")
     start = text.index("<!-- exports:start -->")
     end = text.index("<!-- exports:end -->")
     listed = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", text[start:end])

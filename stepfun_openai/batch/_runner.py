@@ -320,8 +320,10 @@ async def arun(
       manifest: the JSONL manifest, default ``out/manifest.jsonl``. Jobs it records as finished
         are skipped, so running the same batch again resumes it.
       client: an ``AsyncStepFun``; default one from the environment (``STEPFUN_API_KEY``).
-      concurrency, rpm, tier: the limits; explicit values win over the tier's
-        (``catalog.RATE_LIMIT_TIERS``); with none of them, tier V0 (5 concurrent, 10/minute).
+      concurrency: requests in flight at most (wins over the tier's).
+      rpm: requests per minute at most (wins over the tier's).
+      tier: the account's tier, ``V0`` to ``V5`` (``catalog.RATE_LIMIT_TIERS``); with none of the
+        three limits, tier V0 (5 concurrent, 10/minute).
       defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``.
       progress: show a progress bar (tqdm if installed, else a line on stderr every few seconds).
     """
