@@ -299,7 +299,7 @@ def _finish_on_parse(raw: Any, options: FinalRequestOptions, response: httpx2.Re
             return sdk_parse(**kwargs)
         try:
             result = sdk_parse(**kwargs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _invalid_json(exc, response) from None
         return _finish(result, options, response)
 
@@ -314,10 +314,13 @@ def _finish(result: object, options: FinalRequestOptions, response: httpx2.Respo
     return finish_images_response(result, response, sent)
 
 
-def _invalid_json(exc: ValueError, response: httpx2.Response) -> Exception:
-    # JSONDecodeError and friends: a truncated or non-JSON body
+def _invalid_json(exc: Exception, response: httpx2.Response) -> Exception:
+    """JSONDecodeError and friends (a truncated or non-JSON body), or a RecursionError (a body
+    nested deeper than the parser goes): a ``MalformedResponseError``, retried like any other."""
     from ._requests import malformed
 
+    if isinstance(exc, RecursionError):
+        return malformed("JSON nested too deeply", response)
     return malformed(f"invalid JSON ({type(exc).__name__})", response)
 
 
@@ -375,7 +378,7 @@ class StepFun(_StepFunMixin, OpenAI):
             return _finish_on_parse(raw, options, response)
         try:
             result = super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _invalid_json(exc, response) from None
         return _finish(result, options, response)
 
@@ -425,7 +428,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
             return _finish_on_parse(raw, options, response)
         try:
             result = await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _invalid_json(exc, response) from None
         return _finish(result, options, response)
 

@@ -8,6 +8,7 @@ formats get the same JSON in a sidecar file (``cat.jpg`` -> ``cat.jpg.json``). S
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -220,24 +221,34 @@ def read_metadata(source: str | os.PathLike[str] | bytes) -> ImageMetadata | Non
     or PNG bytes. ``None`` when the image carries no such metadata.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    else:
-        path = Path(source)
-        with open(path, "rb") as handle:
-            data = handle.read()
-        if not data.startswith(_png.SIGNATURE):
-            sidecar = sidecar_path(path)
-            if not sidecar.is_file():
-                return None
-            return _parse(sidecar.read_text(encoding="utf-8"))
-    text = _png.read_text(data, METADATA_KEYWORD)
+        text = _png.read_text(bytes(source), METADATA_KEYWORD)
+        return _parse(text) if text is not None else None
+    path = Path(source)
+    with open(path, "rb") as handle:
+        if handle.read(len(_png.SIGNATURE)) != _png.SIGNATURE:
+            return _read_sidecar(sidecar_path(path))
+        # Mapped, not read: a large file costs only the pages of the chunks walked and read.
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            text = _png.read_text(data, METADATA_KEYWORD)
     return _parse(text) if text is not None else None
+
+
+def _read_sidecar(sidecar: Path) -> ImageMetadata | None:
+    """A sidecar's metadata; ``None`` when there is none, or it is larger than any we write."""
+    try:
+        with open(sidecar, "rb") as handle:
+            raw = handle.read(_png.MAX_TEXT_BYTES + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    if len(raw) > _png.MAX_TEXT_BYTES:
+        return None
+    return _parse(raw.decode("utf-8", "replace"))
 
 
 def _parse(text: str) -> ImageMetadata | None:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     if not isinstance(value, dict):
         return None

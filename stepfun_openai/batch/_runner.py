@@ -264,7 +264,7 @@ class _Runner:
                 # Decoded here, once: CPU work on a writer thread would hold the GIL against this
                 # loop (the writer thread only waits for the disk, which releases it).
                 image.read()
-        except ValueError as exc:  # base64 broken in the middle: the job runs again on resume
+        except ValueError as exc:  # read() refused it (the response check should have): runs again on resume
             await self._fail(work, exc, started)
             return
         event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
