@@ -313,7 +313,8 @@ async def arun(
     Args:
       out: the directory the images go to (created if missing).
       manifest: the JSONL manifest, default ``out/manifest.jsonl``. Jobs it records as finished
-        are skipped, so running the same batch again resumes it.
+        are skipped, so running the same batch again resumes it; a succeeded job whose image file
+        was deleted runs again, and unreadable lines are skipped (both counted in the result).
       client: an ``AsyncStepFun``; default one from the environment (``STEPFUN_API_KEY``).
       concurrency, rpm, tier: the limits; explicit values win over the tier's
         (``catalog.RATE_LIMIT_TIERS``); with none of them, tier V0 (5 concurrent, 10/minute).
@@ -336,6 +337,7 @@ async def arun(
     try:
         remove_stale_temp_files(out_dir)
         finished = book.finished()
+        result.unreadable_lines, result.missing_files = book.skipped_lines, book.missing_files
         todo: list[_Work] = []
         for work in works:
             previous = finished.get(work.id)
