@@ -23,10 +23,12 @@ __all__ = [
     "METADATA_KEYWORD",
     "ImageMetadata",
     "embed_png_metadata",
+    "is_own_sidecar",
     "png_text_chunks",
     "read_metadata",
     "regenerate_kwargs",
     "sidecar_path",
+    "written_by_package",
 ]
 
 METADATA_KEYWORD = "stepfun-openai"
@@ -231,6 +233,31 @@ def read_metadata(source: str | os.PathLike[str] | bytes) -> ImageMetadata | Non
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             text = _png.read_text(data, METADATA_KEYWORD)
     return _parse(text) if text is not None else None
+
+
+def is_own_sidecar(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a sidecar this package wrote (JSON whose ``"format"`` is
+    ``stepfun-openai``): only such a file is replaced when an image is saved again under its name."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_png.MAX_TEXT_BYTES + 1)
+        value = json.loads(raw.decode("utf-8")) if len(raw) <= _png.MAX_TEXT_BYTES else None
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and value.get("format") == METADATA_KEYWORD
+
+
+def written_by_package(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a file this package wrote: a PNG carrying its provenance, one of its
+    sidecars, or another image whose sidecar is its own. The batch replaces only such files."""
+    try:
+        with open(path, "rb") as handle:
+            is_png = handle.read(len(_png.SIGNATURE)) == _png.SIGNATURE
+        if is_png:
+            return read_metadata(path) is not None
+    except (OSError, ValueError):  # unreadable, or an empty file that cannot be mapped
+        return False
+    return is_own_sidecar(path) or is_own_sidecar(sidecar_path(path))
 
 
 def _read_sidecar(sidecar: Path) -> ImageMetadata | None:

@@ -23,7 +23,7 @@ from ._download import DEFAULT_MAX_BYTES, adownload, download, url_expires_at
 from ._exceptions import ContentFilteredError, caller_stacklevel
 from ._files import atomic_write, exclusive_write
 from ._fit import MAX_DECODE_PIXELS, open_image, require_pillow
-from ._metadata import ImageMetadata, embed_png_metadata, sidecar_path
+from ._metadata import ImageMetadata, embed_png_metadata, is_own_sidecar, sidecar_path
 from ._sniff import ImageInfo, sniff
 from ._urls import redact_url
 
@@ -179,21 +179,26 @@ class ImageResultMixin:
         """``.png``, ``.jpg``, ``.webp`` or ``.gif``, from the image's first bytes."""
         return _EXTENSIONS.get(self._head_info().format or "", ".png")
 
-    def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool) -> Path:
+    def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool, *, exclusive: bool = False) -> Path:
+        """``exclusive``: the name given is never replaced either (the CLI's names), as in a directory."""
         target, in_directory = self._target(path)
         sidecar: bytes | None = None
         if metadata:
             data, sidecar = self._with_provenance(data)
-        if in_directory:
-            # The name is claimed and the file written in one step: concurrent saves into one
-            # folder get distinct names (``-2``, ``-3``, ...) instead of overwriting each other.
-            target = exclusive_write(target, data)
-            if sidecar is not None:
-                atomic_write(sidecar_path(target), sidecar)
-        else:
-            if sidecar is not None:
-                atomic_write(sidecar_path(target), sidecar)
-            atomic_write(target, data)
+        if in_directory or exclusive:
+            # The names are claimed and the files written in one step: concurrent saves into one
+            # folder get distinct names (``-2``, ``-3``, ...) instead of overwriting each other,
+            # and a name is taken only if its sidecar's is free too.
+            return exclusive_write(target, data, (sidecar_path, sidecar) if sidecar is not None else None)
+        if sidecar is not None:
+            existing = sidecar_path(target)
+            if os.path.lexists(existing) and not is_own_sidecar(existing):
+                raise FileExistsError(
+                    f"not saving {target}: its metadata would replace {existing}, which this package did not "
+                    "write; move that file, save under another name, or pass metadata=False"
+                )
+            atomic_write(existing, sidecar)
+        atomic_write(target, data)
         return target
 
     def save(self, path: str | os.PathLike[str] = ".", *, metadata: bool = True) -> Path:
@@ -201,10 +206,12 @@ class ImageResultMixin:
 
         ``path`` is a file name (an existing file is replaced), or a directory (existing, ending
         in ``/``, or a new name without a suffix) in which the file is named
-        ``<seed>-<prompt slug>.<ext>``, or ``...-2.<ext>`` and so on: another file is never
-        overwritten, even by concurrent saves. The write is atomic (a complete temp file gets the
-        final name). PNGs carry the request in a text chunk (``read_metadata()`` reads it); other
-        formats get a ``<name>.json`` sidecar. ``metadata=False`` stores nothing extra.
+        ``<seed>-<prompt slug>.<ext>``, or ``...-2.<ext>`` and so on: another file (or sidecar)
+        is never overwritten, even by concurrent saves. The write is atomic (a complete temp file
+        gets the final name). PNGs carry the request in a text chunk (``read_metadata()`` reads
+        it); other formats get a ``<name>.json`` sidecar, which replaces only a sidecar this
+        package wrote (any other file there raises ``FileExistsError``, and nothing is written).
+        ``metadata=False`` stores nothing extra.
         """
         return self._write(path, self.read(), metadata)
 
