@@ -8,7 +8,6 @@ formats get the same JSON in a sidecar file (``cat.jpg`` -> ``cat.jpg.json``). S
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -229,9 +228,8 @@ def read_metadata(source: str | os.PathLike[str] | bytes) -> ImageMetadata | Non
     with open(path, "rb") as handle:
         if handle.read(len(_png.SIGNATURE)) != _png.SIGNATURE:
             return _read_sidecar(sidecar_path(path))
-        # Mapped, not read: a large file costs only the pages of the chunks walked and read.
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            text = _png.read_text(data, METADATA_KEYWORD)
+        # Walked, not read whole: only chunk heads and our text chunk are read, however large the file.
+        text = _png.read_text(handle, METADATA_KEYWORD)
     return _parse(text) if text is not None else None
 
 
@@ -255,7 +253,7 @@ def written_by_package(path: str | os.PathLike[str]) -> bool:
             is_png = handle.read(len(_png.SIGNATURE)) == _png.SIGNATURE
         if is_png:
             return read_metadata(path) is not None
-    except (OSError, ValueError):  # unreadable, or an empty file that cannot be mapped
+    except OSError:
         return False
     return is_own_sidecar(path) or is_own_sidecar(sidecar_path(path))
 

@@ -9,11 +9,11 @@ untrusted input, and a few kilobytes of deflate can expand to gigabytes (one chu
 
 from __future__ import annotations
 
-import mmap
+import os
 import struct
 import zlib
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, NamedTuple
 
 __all__ = [
     "MAX_TEXT_BYTES",
@@ -39,6 +39,8 @@ MAX_TEXT_TOTAL = 4 * 1024 * 1024
 MAX_TEXT_CHUNKS = 256
 """The most text chunks of one file that are read (a later one is ignored): thousands of small
 chunks, each inflating to ``MAX_TEXT_BYTES``, would otherwise cost seconds of CPU each time."""
+_MAX_TEXT_CHUNK = MAX_TEXT_BYTES + 4096
+"""A text chunk longer than this (keyword, flags and deflate overhead included) is not read."""
 
 _IHDR_END = len(SIGNATURE) + 4 + 4 + 13 + 4
 
@@ -52,7 +54,7 @@ class Chunk(NamedTuple):
     end: int
     """Offset just past its CRC."""
 
-    def data(self, png: bytes | mmap.mmap) -> bytes:
+    def data(self, png: bytes) -> bytes:
         return png[self.start + 8 : self.end - 4]
 
 
@@ -63,19 +65,44 @@ def build_chunk(kind: bytes, data: bytes) -> bytes:
 
 def iter_chunks(png: bytes) -> list[Chunk]:
     """Every chunk up to ``IEND``; a chunk cut short ends the list. Empty without the signature."""
-    return list(_walk(png))
+    return list(_walk(_in_memory(png)))
 
 
-def _walk(png: bytes | mmap.mmap) -> Iterator[Chunk]:
-    """:func:`iter_chunks` one at a time (a file of many tiny chunks holds no list of them)."""
-    if png[: len(SIGNATURE)] != SIGNATURE:
+_At = Callable[[int, int], bytes]
+"""``at(offset, count)``: up to ``count`` bytes of a PNG from ``offset`` (in memory, or a file)."""
+
+
+class _Source(NamedTuple):
+    at: _At
+    size: int
+
+
+def _in_memory(png: bytes) -> _Source:
+    return _Source(lambda offset, count: png[offset : offset + count], len(png))
+
+
+def _in_file(handle: BinaryIO) -> _Source:
+    def at(offset: int, count: int) -> bytes:
+        handle.seek(offset)
+        return handle.read(count)
+
+    return _Source(at, os.fstat(handle.fileno()).st_size)
+
+
+def _walk(png: _Source) -> Iterator[Chunk]:
+    """:func:`iter_chunks` one at a time, reading only each chunk's 8-byte head (a large file is
+    never read whole, and a file of many tiny chunks holds no list of them)."""
+    if png.at(0, len(SIGNATURE)) != SIGNATURE:
         return
     pos = len(SIGNATURE)
-    while pos + 12 <= len(png):
-        (length,) = struct.unpack(">I", png[pos : pos + 4])
-        kind = png[pos + 4 : pos + 8]
+    while pos + 12 <= png.size:
+        head = png.at(pos, 8)
+        if len(head) < 8:
+            return
+        (length,) = struct.unpack(">I", head[:4])
+        kind = head[4:]
         end = pos + 12 + length
-        if end > len(png):
+        if end > png.size:
             return
         yield Chunk(kind, pos, end)
         if kind == b"IEND":
@@ -97,8 +124,8 @@ def _inflate(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _keyword(png: bytes | mmap.mmap, chunk: Chunk) -> str:
-    head = png[chunk.start + 8 : min(chunk.end - 4, chunk.start + 8 + 80)]  # keywords are 1-79 bytes
+def _keyword(png: _Source, chunk: Chunk) -> str:
+    head = png.at(chunk.start + 8, min(chunk.end - 12 - chunk.start, 80))  # keywords are 1-79 bytes
     return head.split(b"\x00", 1)[0].decode("latin-1")
 
 
@@ -120,7 +147,7 @@ def _decode_text(kind: bytes, data: bytes, limit: int) -> bytes:
     return text
 
 
-def _texts(png: bytes | mmap.mmap, keyword: str | None) -> dict[str, str]:
+def _texts(png: _Source, keyword: str | None) -> dict[str, str]:
     texts: dict[str, str] = {}
     budget = MAX_TEXT_TOTAL  # all chunks together: many small bombs are one large bomb
     read = 0
@@ -130,8 +157,12 @@ def _texts(png: bytes | mmap.mmap, keyword: str | None) -> dict[str, str]:
         read += 1
         if read > MAX_TEXT_CHUNKS or budget <= 0:
             break
-        name, _, rest = chunk.data(png).partition(b"\x00")
         limit = min(MAX_TEXT_BYTES, budget)
+        length = chunk.end - 12 - chunk.start
+        if length > _MAX_TEXT_CHUNK:  # larger than any text read: not read at all
+            budget -= limit
+            continue
+        name, _, rest = png.at(chunk.start + 8, length).partition(b"\x00")
         try:
             text = _decode_text(chunk.kind, rest, limit)
             budget -= len(text)
@@ -143,15 +174,17 @@ def _texts(png: bytes | mmap.mmap, keyword: str | None) -> dict[str, str]:
     return texts
 
 
-def text_chunks(png: bytes | mmap.mmap) -> dict[str, str]:
+def text_chunks(png: bytes) -> dict[str, str]:
     """Every readable ``tEXt``/``iTXt``/``zTXt`` chunk, keyword -> text (a later one wins)."""
-    return _texts(png, None)
+    return _texts(_in_memory(png), None)
 
 
-def read_text(png: bytes | mmap.mmap, keyword: str) -> str | None:
+def read_text(png: bytes | BinaryIO, keyword: str) -> str | None:
     """The text stored under ``keyword``, or ``None``; other chunks are not inflated. ``png`` may
-    be a file mapped into memory: only the pages of the chunks walked and read are touched."""
-    return _texts(png, keyword).get(keyword)
+    be an open file (seekable, binary): only the chunks' heads and the text chunks of that keyword
+    are read, so a large file costs no more than a small one."""
+    source = _in_memory(png) if isinstance(png, bytes) else _in_file(png)
+    return _texts(source, keyword).get(keyword)
 
 
 def set_text(png: bytes, keyword: str, text: str) -> bytes:
@@ -160,7 +193,8 @@ def set_text(png: bytes, keyword: str, text: str) -> bytes:
     as they are."""
     if not png.startswith(SIGNATURE) or png[12:16] != b"IHDR":
         raise ValueError("not a PNG (no IHDR chunk after the signature)")
-    old = [chunk for chunk in iter_chunks(png) if chunk.kind in TEXT_KINDS and _keyword(png, chunk) == keyword]
+    source = _in_memory(png)
+    old = [chunk for chunk in _walk(source) if chunk.kind in TEXT_KINDS and _keyword(source, chunk) == keyword]
     parts = [png[:_IHDR_END], itxt_chunk(keyword, text)]
     pos = _IHDR_END
     for chunk in old:

@@ -349,30 +349,41 @@ def test_metadata_nested_too_deeply_reads_as_none(tmp_path: Path) -> None:
     assert read_metadata(tmp_path / "a.jpg") is None
 
 
-def test_reading_metadata_maps_a_large_png_instead_of_reading_it(tmp_path: Path) -> None:
-    path = tmp_path / "large.png"
-    tagged = embed_png_metadata(PNG, {"prompt": "a cat"})
-    idat_at = tagged.index(b"IDAT") - 4
-    size = 300 * 1024 * 1024
+def _sparse_png(path: Path, head: bytes, kind: bytes, size: int, tail: bytes = b"") -> None:
+    """``head``, then a ``kind`` chunk of ``size`` zero bytes (sparse: no disk used), then ``tail`` and IEND."""
     with open(path, "wb") as handle:
-        handle.write(tagged[:idat_at] + struct.pack(">I", size) + b"IDAT")
-        handle.truncate(idat_at + 8 + size)  # a sparse 300 MB chunk: no disk used
+        handle.write(head + struct.pack(">I", size) + kind)
+        handle.truncate(len(head) + 8 + size)
         handle.seek(0, os.SEEK_END)
-        handle.write(b"\x00" * 4 + _png.build_chunk(b"IEND", b""))
+        handle.write(b"\x00" * 4 + tail + _png.build_chunk(b"IEND", b""))
+
+
+def test_reading_metadata_walks_a_large_png_instead_of_reading_it(tmp_path: Path) -> None:
+    size = 300 * 1024 * 1024
+    tagged = embed_png_metadata(PNG, {"prompt": "a cat"})
+    _sparse_png(tmp_path / "large.png", tagged[: tagged.index(b"IDAT") - 4], b"IDAT", size)
+    keyword = METADATA_KEYWORD.encode() + b"\x00\x00\x00\x00\x00"
+    huge_text = PNG[:33] + struct.pack(">I", size) + b"iTXt" + keyword  # our keyword, 300 MB of text
+    with open(tmp_path / "huge-text.png", "wb") as handle:
+        handle.write(huge_text)
+        handle.truncate(len(huge_text) - len(keyword) + size + 4)
+        handle.seek(0, os.SEEK_END)
+        handle.write(_png.build_chunk(b"IEND", b""))
     (tmp_path / "big.jpg").write_bytes(_jpeg())
     with open(tmp_path / "big.jpg.json", "wb") as handle:
         handle.truncate(size)
 
     tracemalloc.start()
     try:
-        meta = read_metadata(path)
+        meta = read_metadata(tmp_path / "large.png")
+        huge = read_metadata(tmp_path / "huge-text.png")
         sidecar = read_metadata(tmp_path / "big.jpg")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
-    assert meta is not None and meta["prompt"] == "a cat" and sidecar is None
-    assert peak < 8 * 1024 * 1024, f"{peak:,} bytes allocated reading the metadata of a 300 MB file"
+    assert meta is not None and meta["prompt"] == "a cat" and huge is None and sidecar is None
+    assert peak < 8 * 1024 * 1024, f"{peak:,} bytes allocated reading the metadata of 300 MB files"
 
 
 def _zero_png(width: int, height: int) -> bytes:
