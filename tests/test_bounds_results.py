@@ -691,15 +691,18 @@ def test_a_png_batch_never_overwrites_an_unrelated_png(tmp_path: Path) -> None:
     assert (tmp_path / "cat.png").read_bytes() == tiny_png(3, 3)
 
 
-def test_the_cli_never_overwrites_an_unrelated_file_in_its_folder(tmp_path: Path, stepfun_emulator: Emulator) -> None:
-    from stepfun_openai._cli_commands import _output_path
+def test_the_cli_never_overwrites_an_unrelated_file_in_its_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepfun_openai.cli import main
 
-    path, made_up = _output_path(str(tmp_path) + "/", "a cat", 7, 0, ".png")
-    assert made_up
-    path.write_bytes(b"the user's file")
-    client = StepFun(api_key=stepfun_emulator.api_key, base_url=stepfun_emulator.base_url)
-    image = client.images.generate(model=MODEL, prompt="a cat", seed=7, response_format="b64_json").images[0]
+    for name in ("STEPFUN_API_KEY", "STEP_API_KEY", "STEPFUN_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    taken = tmp_path / "a-cat-7.png"  # the name the CLI makes for this prompt and seed
+    taken.write_bytes(b"the user's file")
 
-    written = image._write(path, image.read(), metadata=True, exclusive=made_up)
+    code = main(["generate", "a cat", "--seed", "7", "--emulator", "--out", f"{tmp_path}/"])
 
-    assert written.name == path.stem + "-2.png" and path.read_bytes() == b"the user's file"
+    assert code == 0 and taken.read_bytes() == b"the user's file"
+    assert f"wrote {tmp_path / 'a-cat-7-2.png'}" in capsys.readouterr().out
+    assert read_metadata(tmp_path / "a-cat-7-2.png") is not None
