@@ -342,14 +342,16 @@ def _params(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return params
 
 
-def _output_path(out: str, prompt: str, seed: int | None, index: int, extension: str) -> Path:
+def _output_path(out: str, prompt: str, seed: int | None, index: int, extension: str) -> tuple[Path, bool]:
+    """Where image ``index`` goes, and whether that is a name the CLI made up in a directory
+    (never replacing a file there) rather than the file name the user gave (replaced)."""
     path = Path(out)
     if out.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
         suffix = f"-{index}" if index else ""
         from ._results import slugify
 
-        return path / f"{slugify(prompt, limit=48)}-{seed if seed is not None else 'image'}{suffix}{extension}"
-    return path if not index else path.with_name(f"{path.stem}-{index}{path.suffix}")
+        return path / f"{slugify(prompt, limit=48)}-{seed if seed is not None else 'image'}{suffix}{extension}", True
+    return (path if not index else path.with_name(f"{path.stem}-{index}{path.suffix}")), False
 
 
 def _single(args: argparse.Namespace) -> int:
@@ -368,8 +370,10 @@ def _single(args: argparse.Namespace) -> int:
         if image.content_filtered:
             print(f"image {index} was content_filtered by StepFun moderation (seed {image.seed}); not written")
             continue
-        path = _output_path(args.out, args.prompt, image.seed, index, image._extension())
-        image.save(path)  # atomic, with the request's provenance in the file
+        path, made_up = _output_path(args.out, args.prompt, image.seed, index, image._extension())
+        # Atomic, with the request's provenance in the file. In a directory, a file (or sidecar)
+        # already under the name is never replaced: the next free name (``-2``, ...) is used.
+        path = image._write(path, image.read(), metadata=True, exclusive=made_up)
         written += 1
         print(f"wrote {path} (seed {image.seed})")
     return EXIT_OK if written else EXIT_FAILED

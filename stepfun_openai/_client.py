@@ -341,7 +341,7 @@ def _finish_on_parse(
             return sdk_parse(**kwargs)
         try:
             result = sdk_parse(**kwargs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _invalid_json(exc, response) from None
         return _finish(result, options, response, region)
 
@@ -358,10 +358,13 @@ def _finish(
     return finish_images_response(result, response, sent, region)
 
 
-def _invalid_json(exc: ValueError, response: httpx2.Response) -> Exception:
-    # JSONDecodeError and friends: a truncated or non-JSON body
+def _invalid_json(exc: Exception, response: httpx2.Response) -> Exception:
+    """JSONDecodeError and friends (a truncated or non-JSON body), or a RecursionError (a body
+    nested deeper than the parser goes): a ``MalformedResponseError``, retried like any other."""
     from ._requests import malformed
 
+    if isinstance(exc, RecursionError):
+        return malformed("JSON nested too deeply", response)
     return malformed(f"invalid JSON ({type(exc).__name__})", response)
 
 
@@ -427,7 +430,7 @@ class StepFun(_StepFunMixin, OpenAI):
             return _finish_on_parse(raw, options, response, self.region)
         try:
             result = super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _invalid_json(exc, response) from None
         return _finish(result, options, response, self.region)
 
@@ -485,7 +488,7 @@ class AsyncStepFun(_StepFunMixin, AsyncOpenAI):
             return _finish_on_parse(raw, options, response, self.region)
         try:
             result = await super()._process_response(cast_to=cast_to, options=options, response=response, **kwargs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _invalid_json(exc, response) from None
         return _finish(result, options, response, self.region)
 

@@ -16,6 +16,7 @@ import httpx2
 import openai
 
 from . import _deadline
+from ._sniff import HEADER_BYTES, sniff
 from ._urls import is_http_url, is_loopback_host, redact_url
 
 __all__ = [
@@ -31,7 +32,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-"""The largest image a download accepts; the stream is cut as soon as it passes this."""
+"""The largest result image (50 MiB): a download is cut as soon as it passes this (``read(max_bytes=...)``
+changes it), and a ``b64_json`` result that decodes to more is a ``MalformedResponseError``, refused
+before it is decoded. StepFun's results are a few megabytes: a larger one is broken or hostile."""
 
 DEFAULT_DOWNLOAD_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
 """Connect within 10 s, and the whole download (every redirect hop, the last byte read) within 60 s:
@@ -190,7 +193,16 @@ class _Plan:
         self._chunks.append(chunk)
 
     def body(self) -> bytes:
-        return b"".join(self._chunks)
+        """The image; an empty body or one that is not an image (an HTML error page served with
+        200, say) raises ``ImageDownloadError`` instead of being saved as an image."""
+        data = b"".join(self._chunks)
+        if sniff(data[:HEADER_BYTES]).format is None:
+            shown = _redact(self.url)
+            what = "an empty body" if not data else f"{len(data):,} bytes starting {data[:12]!r}"
+            raise ImageDownloadError(
+                f"downloading {shown} gave {what}, not a PNG, JPEG, WebP or GIF image", url=shown, status_code=200
+            )
+        return data
 
     @contextlib.contextmanager
     def transport_errors(self) -> Iterator[None]:

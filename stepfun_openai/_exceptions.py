@@ -206,8 +206,11 @@ class StepFunRateLimitError(openai.RateLimitError):
 
 
 class MalformedResponseError(openai.APIError):
-    """The server answered, but not with a usable image response (truncated JSON, an HTML or
-    plain-text page, no ``data``, undecodable base64, a 200 carrying an error envelope).
+    """The server answered, but not with a usable image response (truncated JSON or JSON nested
+    too deeply, an HTML or plain-text page, no ``data``, a ``b64_json`` that is empty, not strict
+    base64, not a PNG/JPEG/WebP/GIF image or larger than 50 MiB decoded, a 200 carrying an error
+    envelope). Retried like a 5xx (``RetryPolicy.retry_malformed``); a batch records the job as
+    ``failed`` with this type, and runs it again on resume.
 
     Raised once the retry policy gives up. ``status_code``, ``trace_id`` and ``excerpt`` (the first
     few hundred characters of the body) say what arrived.

@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "TEMP_SUFFIX",
     "atomic_write",
+    "candidate_names",
     "claim_temps",
     "discard_temps",
     "exclusive_write",
@@ -225,7 +226,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _candidates(path: Path) -> Iterator[Path]:
+def candidate_names(path: Path) -> Iterator[Path]:
     """``name.png``, ``name-2.png``, ``name-3.png``, ..."""
     yield path
     for number in range(2, _NAME_ATTEMPTS):
@@ -262,17 +263,34 @@ def _claim_exclusive(temp: Path, candidate: Path) -> bool:
     return True
 
 
-def exclusive_write(path: Path, data: bytes) -> Path:
+def exclusive_write(path: Path, data: bytes, companion: tuple[Callable[[Path], Path], bytes] | None = None) -> Path:
     """Write ``data`` under ``path``, or ``name-2.png``, ``name-3.png``, ... if taken, and return
     the name used. Never overwrites a file, even when several threads or tasks save into the
-    same folder at once; the file is complete before it gets its name."""
-    temp = _write_temp(path, data)
+    same folder at once; the file is complete before it gets its name.
+
+    ``companion`` is ``(name_of, data)`` for a file that goes with it (a sidecar: ``name_of(path)``
+    is its name): a name is used only if the companion's is free too, so neither overwrites."""
+    temps = [_write_temp(path, data)]
     try:
-        for candidate in _candidates(path):
-            if _claim(temp, candidate):
+        if companion is not None:
+            temps.append(_write_temp(path, companion[1]))
+        for candidate in candidate_names(path):
+            if not _claim(temps[0], candidate):
+                continue
+            if companion is None:
                 return candidate
+            try:
+                claimed = _claim(temps[1], companion[0](candidate))
+            except BaseException:
+                _discard(candidate)  # ours, a moment ago: no image is left without its companion
+                raise
+            if claimed:
+                return candidate
+            os.replace(candidate, temps[0])  # ours, a moment ago; the companion's name is taken: next name
     except BaseException:
-        _discard(temp)
+        for temp in temps:
+            _discard(temp)
         raise
-    _discard(temp)
+    for temp in temps:
+        _discard(temp)
     raise FileExistsError(f"too many files named like {path}")

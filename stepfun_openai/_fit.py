@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from . import catalog
 from ._exceptions import StepFunValidationError, caller_stacklevel
 from ._sniff import HEADER_BYTES, sniff
 
-__all__ = ["PIL_EXTRA_HINT", "ImageFitWarning", "fit_image", "fits", "require_pillow"]
+__all__ = [
+    "MAX_DECODE_PIXELS",
+    "PIL_EXTRA_HINT",
+    "ImageFitWarning",
+    "fit_image",
+    "fits",
+    "open_image",
+    "require_pillow",
+]
 
 PIL_EXTRA_HINT = "pip install 'stepfun-openai[pil]'"
-_MAX_DECODE_PIXELS = 16384 * 16384
-"""Larger claims are refused before decoding: a header can lie (decompression bombs)."""
+MAX_DECODE_PIXELS = 8192 * 8192
+"""The most pixels the package lets Pillow decode (``fit=True`` inputs, ``to_pil()`` results):
+67,108,864, four times the largest image any model takes or makes (4096x4096), and below Pillow's
+own warning (``Image.MAX_IMAGE_PIXELS``, 89 million). A few kilobytes of PNG or GIF can claim
+billions of pixels (a decompression bomb): such an image is refused from its header, before a
+pixel is decoded, at 4 bytes a pixel 256 MiB at most."""
 
 
 class ImageFitWarning(UserWarning):
@@ -35,6 +48,45 @@ def require_pillow(feature: str) -> Any:
     except ImportError:
         raise ImportError(f"{feature} needs Pillow: {PIL_EXTRA_HINT}") from None
     return Image
+
+
+def open_image(
+    data: bytes,
+    *,
+    too_large: Callable[[str, str | None], Exception],
+    undecodable: Callable[[Exception], Exception],
+) -> Any:
+    """``data`` decoded by Pillow (``PIL.Image.Image``, loaded), if it has at most
+    ``MAX_DECODE_PIXELS`` pixels: judged from the header (``_sniff``), then from the size Pillow
+    reads (a JPEG's may sit beyond what the sniff saw), both before any pixel is decoded. Raises
+    ``too_large(size, format)`` (``size`` e.g. ``"9000x9000 = 81,000,000 pixels"``) or
+    ``undecodable(exc)``: the caller's error, which names the image."""
+    image_module = require_pillow("decoding an image")
+    info = sniff(data[:HEADER_BYTES])
+    if info.width and info.height and info.width * info.height > MAX_DECODE_PIXELS:
+        raise too_large(_pixels(info.width, info.height), info.format)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit (89 million pixels); ours is lower and raises below.
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+            image = image_module.open(io.BytesIO(data))
+    except image_module.DecompressionBombError as exc:  # Pillow's own limit, if set lower than ours
+        raise too_large(f"more pixels than Pillow allows ({exc})", info.format) from None
+    except Exception as exc:  # Pillow raises many kinds for undecodable data
+        raise undecodable(exc) from None
+    width, height = image.size
+    if width * height > MAX_DECODE_PIXELS:
+        image.close()
+        raise too_large(_pixels(width, height), (image.format or "").lower() or None)
+    try:
+        image.load()
+    except Exception as exc:
+        raise undecodable(exc) from None
+    return image
+
+
+def _pixels(width: int, height: int) -> str:
+    return f"{width}x{height} = {width * height:,} pixels"
 
 
 def fits(data: bytes, limits: catalog.ImageLimits) -> bool:
@@ -52,21 +104,22 @@ def fit_image(data: bytes, limits: catalog.ImageLimits, *, param: str) -> bytes:
     if fits(data, limits):
         return data
     image_module = require_pillow(f"fit=True on {param}")
-    info = sniff(data[:HEADER_BYTES])
-    if info.width and info.height and info.width * info.height > _MAX_DECODE_PIXELS:
-        raise StepFunValidationError(
+
+    def too_large(size: str, fmt: str | None) -> Exception:
+        return StepFunValidationError(
             param,
-            f"<{info.format} image claiming {info.width}x{info.height} pixels>",
-            f"fit=True decodes images up to {_MAX_DECODE_PIXELS} pixels; this header claims more (corrupt or a bomb?)",
+            f"<{fmt or 'an'} image claiming {size}>",
+            f"fit=True decodes images of at most {MAX_DECODE_PIXELS:,} pixels (8192x8192): a larger one "
+            "is a decompression bomb, or a photo to scale down before sending",
         )
-    try:
-        image = image_module.open(io.BytesIO(data))
-        source_format = (image.format or "unknown").lower()
-        image.load()
-    except Exception as exc:  # Pillow raises many kinds for undecodable data
-        raise StepFunValidationError(
+
+    def undecodable(exc: Exception) -> Exception:
+        return StepFunValidationError(
             param, "<undecodable image data>", f"an image Pillow can read ({type(exc).__name__}: {exc})"
-        ) from None
+        )
+
+    image = open_image(data, too_large=too_large, undecodable=undecodable)
+    source_format = (image.format or "unknown").lower()
     changes: list[str] = []
     if getattr(image, "n_frames", 1) > 1:
         changes.append(f"kept the first of {image.n_frames} frames")

@@ -22,10 +22,12 @@ __all__ = [
     "METADATA_KEYWORD",
     "ImageMetadata",
     "embed_png_metadata",
+    "is_own_sidecar",
     "png_text_chunks",
     "read_metadata",
     "regenerate_kwargs",
     "sidecar_path",
+    "written_by_package",
 ]
 
 METADATA_KEYWORD = "stepfun-openai"
@@ -220,24 +222,58 @@ def read_metadata(source: str | os.PathLike[str] | bytes) -> ImageMetadata | Non
     or PNG bytes. ``None`` when the image carries no such metadata.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    else:
-        path = Path(source)
-        with open(path, "rb") as handle:
-            data = handle.read()
-        if not data.startswith(_png.SIGNATURE):
-            sidecar = sidecar_path(path)
-            if not sidecar.is_file():
-                return None
-            return _parse(sidecar.read_text(encoding="utf-8"))
-    text = _png.read_text(data, METADATA_KEYWORD)
+        text = _png.read_text(bytes(source), METADATA_KEYWORD)
+        return _parse(text) if text is not None else None
+    path = Path(source)
+    with open(path, "rb") as handle:
+        if handle.read(len(_png.SIGNATURE)) != _png.SIGNATURE:
+            return _read_sidecar(sidecar_path(path))
+        # Walked, not read whole: only chunk heads and our text chunk are read, however large the file.
+        text = _png.read_text(handle, METADATA_KEYWORD)
     return _parse(text) if text is not None else None
+
+
+def is_own_sidecar(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a sidecar this package wrote (JSON whose ``"format"`` is
+    ``stepfun-openai``): only such a file is replaced when an image is saved again under its name."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_png.MAX_TEXT_BYTES + 1)
+        value = json.loads(raw.decode("utf-8")) if len(raw) <= _png.MAX_TEXT_BYTES else None
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and value.get("format") == METADATA_KEYWORD
+
+
+def written_by_package(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a file this package wrote: a PNG carrying its provenance, one of its
+    sidecars, or another image whose sidecar is its own. The batch replaces only such files."""
+    try:
+        with open(path, "rb") as handle:
+            is_png = handle.read(len(_png.SIGNATURE)) == _png.SIGNATURE
+        if is_png:
+            return read_metadata(path) is not None
+    except OSError:
+        return False
+    return is_own_sidecar(path) or is_own_sidecar(sidecar_path(path))
+
+
+def _read_sidecar(sidecar: Path) -> ImageMetadata | None:
+    """A sidecar's metadata; ``None`` when there is none, or it is larger than any we write."""
+    try:
+        with open(sidecar, "rb") as handle:
+            raw = handle.read(_png.MAX_TEXT_BYTES + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    if len(raw) > _png.MAX_TEXT_BYTES:
+        return None
+    return _parse(raw.decode("utf-8", "replace"))
 
 
 def _parse(text: str) -> ImageMetadata | None:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     if not isinstance(value, dict):
         return None

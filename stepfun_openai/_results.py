@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from ._download import DEFAULT_MAX_BYTES, adownload, download, url_expires_at
 from ._exceptions import ContentFilteredError, caller_stacklevel
 from ._files import atomic_write, exclusive_write
-from ._fit import require_pillow
-from ._metadata import ImageMetadata, embed_png_metadata, sidecar_path
+from ._fit import MAX_DECODE_PIXELS, open_image, require_pillow
+from ._metadata import ImageMetadata, embed_png_metadata, is_own_sidecar, sidecar_path
 from ._sniff import ImageInfo, sniff
 from ._urls import redact_url
 
@@ -86,12 +86,18 @@ class ImageResultMixin:
         if self._data is not None:
             return self._data
         if self.b64_json is not None:
+            # A response's images were checked when it arrived (``_requests.finish_images_response``:
+            # ``MalformedResponseError``); these checks are for an image built by hand.
+            if len(self.b64_json) // 4 * 3 > DEFAULT_MAX_BYTES:
+                raise ValueError(f"b64_json holds more than {DEFAULT_MAX_BYTES:,} bytes, the most a result may be")
             try:
-                # strict: the response check looked at both ends only (see _requests.is_base64)
-                self._data = base64.b64decode(self.b64_json, validate=True)
+                data = base64.b64decode(self.b64_json, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise ValueError(f"b64_json is not valid base64: {exc}") from None
-            return self._data
+            if sniff(data[:_HEAD_BYTES]).format is None:
+                raise ValueError(f"b64_json is not a PNG, JPEG, WebP or GIF image ({len(data)} bytes: {data[:12]!r})")
+            self._data = data
+            return data
         return None
 
     def _at_hand(self) -> bytes | None:
@@ -173,21 +179,26 @@ class ImageResultMixin:
         """``.png``, ``.jpg``, ``.webp`` or ``.gif``, from the image's first bytes."""
         return _EXTENSIONS.get(self._head_info().format or "", ".png")
 
-    def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool) -> Path:
+    def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool, *, exclusive: bool = False) -> Path:
+        """``exclusive``: the name given is never replaced either (the CLI's names), as in a directory."""
         target, in_directory = self._target(path)
         sidecar: bytes | None = None
         if metadata:
             data, sidecar = self._with_provenance(data)
-        if in_directory:
-            # The name is claimed and the file written in one step: concurrent saves into one
-            # folder get distinct names (``-2``, ``-3``, ...) instead of overwriting each other.
-            target = exclusive_write(target, data)
-            if sidecar is not None:
-                atomic_write(sidecar_path(target), sidecar)
-        else:
-            if sidecar is not None:
-                atomic_write(sidecar_path(target), sidecar)
-            atomic_write(target, data)
+        if in_directory or exclusive:
+            # The names are claimed and the files written in one step: concurrent saves into one
+            # folder get distinct names (``-2``, ``-3``, ...) instead of overwriting each other,
+            # and a name is taken only if its sidecar's is free too.
+            return exclusive_write(target, data, (sidecar_path, sidecar) if sidecar is not None else None)
+        if sidecar is not None:
+            existing = sidecar_path(target)
+            if os.path.lexists(existing) and not is_own_sidecar(existing):
+                raise FileExistsError(
+                    f"not saving {target}: its metadata would replace {existing}, which this package did not "
+                    "write; move that file, save under another name, or pass metadata=False"
+                )
+            atomic_write(existing, sidecar)
+        atomic_write(target, data)
         return target
 
     def save(self, path: str | os.PathLike[str] = ".", *, metadata: bool = True) -> Path:
@@ -195,10 +206,12 @@ class ImageResultMixin:
 
         ``path`` is a file name (an existing file is replaced), or a directory (existing, ending
         in ``/``, or a new name without a suffix) in which the file is named
-        ``<seed>-<prompt slug>.<ext>``, or ``...-2.<ext>`` and so on: another file is never
-        overwritten, even by concurrent saves. The write is atomic (a complete temp file gets the
-        final name). PNGs carry the request in a text chunk (``read_metadata()`` reads it); other
-        formats get a ``<name>.json`` sidecar. ``metadata=False`` stores nothing extra.
+        ``<seed>-<prompt slug>.<ext>``, or ``...-2.<ext>`` and so on: another file (or sidecar)
+        is never overwritten, even by concurrent saves. The write is atomic (a complete temp file
+        gets the final name). PNGs carry the request in a text chunk (``read_metadata()`` reads
+        it); other formats get a ``<name>.json`` sidecar, which replaces only a sidecar this
+        package wrote (any other file there raises ``FileExistsError``, and nothing is written).
+        ``metadata=False`` stores nothing extra.
         """
         return self._write(path, self.read(), metadata)
 
@@ -210,13 +223,24 @@ class ImageResultMixin:
     # --- Pillow and Jupyter --------------------------------------------------------------------
 
     def to_pil(self) -> PILImage:
-        """The image as a ``PIL.Image.Image`` (needs the ``[pil]`` extra)."""
-        import io
+        """The image as a ``PIL.Image.Image`` (needs the ``[pil]`` extra).
 
-        image_module = require_pillow("to_pil()")
-        image = image_module.open(io.BytesIO(self.read()))
-        image.load()
-        return image  # type: ignore[no-any-return]
+        At most ``_fit.MAX_DECODE_PIXELS`` (8192x8192) pixels are decoded: a result claiming more
+        (a decompression bomb) raises ``ValueError`` from its header, before a pixel is decoded.
+        """
+        require_pillow("to_pil()")
+        index = (self._context or {}).get("index", 0)
+
+        def too_large(size: str, fmt: str | None) -> Exception:
+            return ValueError(
+                f"to_pil(): image {index} is {fmt or 'an image'} of {size}; at most {MAX_DECODE_PIXELS:,} "
+                "pixels (8192x8192) are decoded (a decompression bomb?). read() or save() give the file as it is"
+            )
+
+        def undecodable(exc: Exception) -> Exception:
+            return ValueError(f"to_pil(): Pillow cannot decode image {index} ({type(exc).__name__}: {exc})")
+
+        return open_image(self.read(), too_large=too_large, undecodable=undecodable)  # type: ignore[no-any-return]
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Jupyter shows the image: the ``b64_json`` string as is (no decoding or re-encoding),

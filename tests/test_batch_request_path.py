@@ -188,19 +188,24 @@ def _answer(b64: str) -> httpx2.MockTransport:
 async def test_base64_broken_in_the_middle_fails_its_job_not_the_batch(tmp_path: Path) -> None:
     import base64 as b64
 
-    png = tiny_png(64, 64) + b"\x00" * 30_000  # long enough that the check reads only its two ends
+    png = tiny_png(64, 64) + b"\x00" * 30_000  # long enough that the middle is not decoded by the check
     text = b64.b64encode(png).decode()
     middle = len(text) // 2 // 4 * 4
     broken = text[:middle] + "!!!!" + text[middle + 4 :]
+    waits = Waits()
     client = AsyncStepFun(
-        api_key=KEY, base_url="http://127.0.0.1:9/v1", http_client=httpx2.AsyncClient(transport=_answer(broken))
+        api_key=KEY,
+        base_url="http://127.0.0.1:9/v1",
+        http_client=httpx2.AsyncClient(transport=_answer(broken)),
+        retry_policy=RetryPolicy(max_retries=2, async_sleep=waits.sleep),
     )
     result = await batch.arun(
         [{"prompt": "a cat", "model": "step-2x-large", "size": "256x256"}],
         out=tmp_path, client=client, concurrency=1, rpm=None, progress=False,
     )  # fmt: skip
     await client.close()
-    assert result.failed == 1 and result.failures == {"ValueError": 1}
+    # Found when the answer arrives: a malformed response, retried per the policy, then failed.
+    assert result.failed == 1 and result.failures == {"MalformedResponseError": 1} and result.requests == 3
     (line,) = [json.loads(text) for text in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     assert line["status"] == "failed" and "not valid base64" in line["error"]["message"]
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.jsonl"]  # no image written

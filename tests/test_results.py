@@ -26,6 +26,8 @@ from stepfun_openai import (
 from stepfun_openai._download import download
 from stepfun_openai.emulator import Emulator
 
+from ._mock import tiny_png
+
 Factory = Callable[..., Emulator]
 
 
@@ -254,9 +256,9 @@ def test_an_https_redirect_is_followed() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/a.png":
             return httpx2.Response(301, headers={"Location": "https://cdn.example/b.png"})
-        return httpx2.Response(200, content=b"PNG!")
+        return httpx2.Response(200, content=tiny_png())
 
-    assert download("https://res.example/a.png", client=mock_client(handler)) == b"PNG!"
+    assert download("https://res.example/a.png", client=mock_client(handler)) == tiny_png()
 
 
 def test_a_timeout_becomes_a_download_error() -> None:

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from .._files import TEMP_SUFFIX
 
-__all__ = ["FINISHED", "Manifest", "ManifestLockedError", "remove_stale_temp_files"]
+__all__ = ["FINISHED", "MAX_LINE_BYTES", "Manifest", "ManifestLockedError", "remove_stale_temp_files"]
 
 FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
 """Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
@@ -51,58 +51,93 @@ def remove_stale_temp_files(directory: Path) -> int:
     return removed
 
 
+MAX_LINE_BYTES = 1024 * 1024
+"""The longest manifest line read; a longer one is skipped (and counted) without being held in
+memory. The package writes lines of a few kilobytes (image payloads are never stored)."""
+
+
 class Manifest:
-    """One JSON object a line, one line per job event; the last line of a job id wins."""
+    """One JSON object a line, one line per job event; the last line of a job id wins.
+
+    Reading survives any file: a line that is cut short, not UTF-8, not JSON, nested too deeply,
+    longer than ``MAX_LINE_BYTES``, or not an object with a string ``id`` and ``status`` is
+    skipped and counted in ``skipped_lines``. A ``succeeded`` line counts only while the files it
+    names exist: a job whose image was deleted runs again (counted in ``missing_files``).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._handle: IO[str] | None = None
+        self._handle: IO[bytes] | None = None
         self._lock = threading.Lock()
+        self.skipped_lines = 0
+        """Lines the last read skipped (unreadable, or not a job event)."""
+        self.missing_files = 0
+        """``succeeded`` jobs the last :meth:`finished` found without their image file."""
 
     def read(self) -> dict[str, dict[str, Any]]:
-        """The last event of every job id (lines cut short by a crash are skipped)."""
+        """The last event of every job id (unreadable lines are skipped)."""
         latest: dict[str, dict[str, Any]] = {}
         for event in self.events():
             latest[event["id"]] = event
         return latest
 
     def events(self) -> Iterator[dict[str, Any]]:
-        if not self.path.exists():
+        """Every readable job event, in order; ``skipped_lines`` counts the others."""
+        self.skipped_lines = 0
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
             return
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and isinstance(event.get("id"), str):
+        with handle:
+            for line in _lines(handle):
+                if line is not None and not line.strip():
+                    continue  # a blank line (one is added after a line cut short) is no event
+                event = _event(line)
+                if event is None:
+                    self.skipped_lines += 1
+                else:
                     yield event
 
     def finished(self) -> dict[str, tuple[str, str | None]]:
         """``job id -> (status, error type)`` of the jobs a resumed batch skips. Only these two
-        strings are kept per job, so resuming a long manifest costs little memory."""
+        strings are kept per job, so resuming a long manifest costs little memory. A ``succeeded``
+        job counts only while its files exist (looked up as its line is read)."""
         latest: dict[str, tuple[str, str | None]] = {}
+        self.missing_files = 0
         for event in self.events():
-            status = event.get("status")
-            if status in FINISHED:
+            status = event["status"]
+            if status in FINISHED and (status != "succeeded" or self._files_exist(event)):
                 error = event.get("error")
                 kind = error.get("type") if isinstance(error, dict) else None
-                latest[event["id"]] = (str(status), kind if isinstance(kind, str) else None)
+                latest[event["id"]] = (status, kind if isinstance(kind, str) else None)
             else:
                 latest.pop(event["id"], None)  # a later line that is not final: the job runs again
         return latest
 
+    def _files_exist(self, event: Mapping[str, Any]) -> bool:
+        """Whether every file a ``succeeded`` line names (relative to the manifest's folder) is there."""
+        files = event.get("files")
+        names = files if isinstance(files, list) else [event.get("file")]
+        base = self.path.parent
+        try:
+            present = bool(names) and all(isinstance(name, str) and (base / name).is_file() for name in names)
+        except (OSError, ValueError):  # a name the file system cannot hold (NUL, too long)
+            present = False
+        if not present:
+            self.missing_files += 1
+        return present
+
     def open(self) -> None:
         """Open for appending, holding an exclusive lock so two batches cannot share the manifest."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
+        handle = open(self.path, "ab+")
         try:
             _lock_exclusive(handle, self.path)
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() > 0:
-                handle.seek(handle.tell() - 1)
-                if handle.read(1) != "\n":
-                    handle.write("\n")  # a line cut short by a crash stays on a line of its own
+            size = handle.seek(0, os.SEEK_END)
+            if size > 0:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")  # a line cut short by a crash stays on a line of its own
         except BaseException:
             handle.close()
             raise
@@ -125,7 +160,8 @@ class Manifest:
         with self._lock:
             if self._handle is None:
                 raise RuntimeError("the manifest is not open")
-            self._handle.write(text)
+            # A lone surrogate (from a str given by the caller) is written as its JSON escape.
+            self._handle.write(text.encode("utf-8", "backslashreplace"))
             self._handle.flush()
             os.fsync(self._handle.fileno())
 
@@ -136,7 +172,35 @@ class Manifest:
                 self._handle = None
 
 
-def _lock_exclusive(handle: IO[str], path: Path) -> None:
+def _lines(handle: IO[bytes]) -> Iterator[bytes | None]:
+    """The lines of ``handle``, ``None`` for one longer than ``MAX_LINE_BYTES`` (read past in
+    pieces, never held whole)."""
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = handle.readline(MAX_LINE_BYTES)
+        yield None
+
+
+def _event(line: bytes | None) -> dict[str, Any] | None:
+    """A job event, or ``None`` for a line that is not one (any bytes may be on a line)."""
+    if line is None:
+        return None
+    try:
+        event = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than the parser goes
+        return None
+    if isinstance(event, dict) and isinstance(event.get("id"), str) and isinstance(event.get("status"), str):
+        return event
+    return None
+
+
+def _lock_exclusive(handle: IO[bytes], path: Path) -> None:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no advisory lock

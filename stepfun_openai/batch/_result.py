@@ -42,6 +42,11 @@ class BatchResult:
     interrupted: bool = False
     stopped: str | None = None
     """Why the batch stopped early (a key, balance or permission error), if it did."""
+    unreadable_lines: int = 0
+    """Manifest lines skipped when resuming: cut short, not UTF-8 or JSON, too long or deep, or
+    not a job event. The jobs they were about run (again) unless a readable line says otherwise."""
+    missing_files: int = 0
+    """Jobs the manifest recorded as succeeded whose image file is gone: they ran again."""
 
     @property
     def pending(self) -> int:
@@ -71,6 +76,13 @@ class BatchResult:
                 reasons.append(f"{not_started} not started")
             lines.append(f"not done: {', '.join(reasons)}")
         lines.append(f"images in {self.out}/, manifest {self.manifest}")
+        if self.unreadable_lines or self.missing_files:
+            notes = []
+            if self.unreadable_lines:
+                notes.append(f"{self.unreadable_lines} unreadable line(s) skipped")
+            if self.missing_files:
+                notes.append(f"{self.missing_files} succeeded job(s) run again: their image file was missing")
+            lines.append(f"manifest: {'; '.join(notes)}")
         if self.stopped:
             lines.append(
                 f"stopped early: {self.stopped}; {self.pending} job(s) pending: "

@@ -269,7 +269,7 @@ class _Runner:
                 # Decoded here, once: CPU work on a writer thread would hold the GIL against this
                 # loop (the writer thread only waits for the disk, which releases it).
                 image.read()
-        except ValueError as exc:  # base64 broken in the middle: the job runs again on resume
+        except ValueError as exc:  # read() refused it (the response check should have): runs again on resume
             await self._fail(work, exc, started)
             return
         event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
@@ -318,7 +318,8 @@ async def arun(
     Args:
       out: the directory the images go to (created if missing).
       manifest: the JSONL manifest, default ``out/manifest.jsonl``. Jobs it records as finished
-        are skipped, so running the same batch again resumes it.
+        are skipped, so running the same batch again resumes it; a succeeded job whose image file
+        was deleted runs again, and unreadable lines are skipped (both counted in the result).
       client: an ``AsyncStepFun``; default one from the environment (``STEPFUN_API_KEY``).
       concurrency: requests in flight at most (wins over the tier's).
       rpm: requests per minute at most (wins over the tier's).
@@ -343,6 +344,7 @@ async def arun(
     try:
         remove_stale_temp_files(out_dir)
         finished = book.finished()
+        result.unreadable_lines, result.missing_files = book.skipped_lines, book.missing_files
         todo: list[_Work] = []
         for work in works:
             previous = finished.get(work.id)
