@@ -228,8 +228,9 @@ def test_after_a_wrong_key_the_summary_counts_the_jobs_never_started(
     lines = result.summary().splitlines()
     assert lines[0].startswith("0 of 10 images done; 0 generated in ")
     assert lines[1] == "not done: 1 AuthenticationError, 9 not started"
-    assert lines[3].startswith("stopped early: AuthenticationError")
-    assert lines[3].endswith("10 job(s) pending: run the same batch again (same manifest) to resume")
+    assert lines[2].startswith("  failed job ") and "AuthenticationError" in lines[2]  # the reason, with the job
+    assert lines[4].startswith("stopped early: AuthenticationError")
+    assert lines[4].endswith("10 job(s) pending: run the same batch again (same manifest) to resume")
 
 
 def test_the_summary_says_what_was_done_skipped_and_not_done(stepfun_emulator_factory: Factory, tmp_path: Path) -> None:
@@ -240,10 +241,11 @@ def test_the_summary_says_what_was_done_skipped_and_not_done(stepfun_emulator_fa
     result = batch.run([*work, {"prompt": "forbidden", **SMALL}], out=tmp_path, client=client_for(emu), concurrency=2,
                        progress=False)  # fmt: skip
 
-    first, reasons, where = result.summary().splitlines()
+    first, reasons, why, where = result.summary().splitlines()
     assert first.startswith("3 of 4 images done (1 finished in an earlier run); 2 generated in ")
     assert first.endswith(" images/minute, 0 429s seen)")
     assert reasons == "not done: 1 content_filtered"
+    assert why.startswith("  content_filtered job ") and "moderation" in why
     assert where == f"images in {tmp_path}/, manifest {tmp_path / 'manifest.jsonl'}"
 
 

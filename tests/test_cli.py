@@ -168,7 +168,9 @@ def test_sigkill_mid_batch_then_rerun_makes_every_image_exactly_once(
     lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip().startswith("{")]
     succeeded = Counter(line["id"] for line in lines if line["status"] == "succeeded")
     assert len(succeeded) == 20 and set(succeeded.values()) == {1}  # each job finished exactly once
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{i}.png" for i in succeeded), "manifest.jsonl"])
+    named = {line["file"] for line in lines if line["status"] == "succeeded"}  # <prompt slug>-<job id>.png
+    assert named == {f"{line['params']['prompt'].replace(' ', '-')}-{line['id']}.png" for line in lines if line["file"]}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*named, "manifest.jsonl"])
     served = Counter(e["fields"]["prompt"] for e in emu.requests() if e["status"] == 200)
     assert all(served[prompt] == 1 for prompt in finished_first)  # no finished job was generated twice
     assert sum(served.values()) <= 20 + 4  # at most the in-flight jobs were paid for twice
@@ -220,17 +222,23 @@ def test_the_generation_flags_reach_the_request(api: Callable[..., Emulator], tm
                               "negative_prompt": "blur", "text_mode": True, "seed": 42}  # fmt: skip
 
 
-def test_style_reference_and_image_flags_reach_the_request(api: Callable[..., Emulator], tmp_path: Path) -> None:
+def test_style_reference_and_image_flags_reach_the_request(
+    api: Callable[..., Emulator], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stepfun_openai._validation._warned_models", set())  # once per process: this test's
     emu = api()
     source = tmp_path / "source.png"
     assert main(["generate", "a harbour", "--base-url", emu.base_url, "--out", str(source), "--model",
                  "step-2x-large", "--size", "256x256"]) == 0  # fmt: skip
     emu.reset()
 
-    with pytest.warns(DeprecationWarning, match="retired"):  # the one model with style_reference
-        assert main(["generate", "a harbour in that style", "--base-url", emu.base_url, "--out",
-                     str(tmp_path / "s.png"), "--model", "step-1x-medium", "--size", "256x256",
-                     "--style-reference", str(source), "--style-weight", "0.8"]) == 0  # fmt: skip
+    capsys.readouterr()
+    # step-1x-medium: the one model with style_reference, and retired: the command says so in one line
+    assert main(["generate", "a harbour in that style", "--base-url", emu.base_url, "--out",
+                 str(tmp_path / "s.png"), "--model", "step-1x-medium", "--size", "256x256",
+                 "--style-reference", str(source), "--style-weight", "0.8"]) == 0  # fmt: skip
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith("stepfun-openai: warning: StepFun retired step-1x-medium on ")
     assert main(["image2image", "at night", "--base-url", emu.base_url, "--source", str(source), "--source-weight",
                  "0.6", "--size", "256x256", "--out", str(tmp_path / "n.png")]) == 0  # fmt: skip
     assert main(["edit", "add a boat", "--base-url", emu.base_url, "--image", str(source), "--out",

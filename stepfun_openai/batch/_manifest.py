@@ -13,7 +13,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,6 +91,16 @@ class Manifest:
             else:
                 latest.pop(event["id"], None)  # a later line that is not final: the job runs again
         return latest
+
+    def errors(self, ids: Collection[str]) -> dict[str, object]:
+        """The ``error`` of each of ``ids`` on its last line: for the few reasons a resumed
+        batch's summary shows (one more pass, holding only these)."""
+        wanted = set(ids)
+        found: dict[str, object] = {}
+        for event in self.events():
+            if event["id"] in wanted:
+                found[event["id"]] = event.get("error")
+        return found
 
     def open(self) -> None:
         """Open for appending, holding an exclusive lock so two batches cannot share the manifest."""
