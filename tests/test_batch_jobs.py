@@ -274,3 +274,70 @@ def test_ctrl_c_in_run_raises_batch_interrupted_with_what_was_done(
     assert 2 <= recorded < 40
     assert recorded - 2 <= done.succeeded <= recorded  # at most the in-flight commits are not counted yet
     assert "run it again with the same manifest" in str(interrupted.value)
+
+
+# --- names and per-endpoint defaults ----------------------------------------------------------
+
+
+def test_a_default_model_lands_only_on_the_jobs_whose_endpoint_it_serves() -> None:
+    from stepfun_openai.batch._jobs import Job, _prepare
+
+    works = _prepare(
+        [
+            "a fox",
+            Job.edit("add a hat", image="photo.png"),
+            Job.image2image("dusk", source_url="x.png", source_weight=1),
+        ],
+        {"model": "step-2x-large", "steps": 20},
+    )
+    assert [(w.endpoint, w.params["model"], w.params["steps"]) for w in works] == [
+        ("generate", "step-2x-large", 20),
+        ("edit", "step-image-edit-2", 20),  # step-2x-large serves no edits: the edit default stays
+        ("image2image", "step-2x-large", 20),
+    ]
+
+
+def test_batch_files_are_named_prompt_slug_then_job_id_and_never_meet() -> None:
+    from stepfun_openai.batch._jobs import _prepare
+
+    works = _prepare(
+        [
+            {"prompt": "A Red Fox!", "id": "fox-1"},
+            {"prompt": "a", "id": "b-c"},
+            {"prompt": "a b", "id": "c"},  # "a-b-c" too: a hash tells them apart
+            {"prompt": "x", "id": "A"},
+            {"prompt": "x", "id": "a"},  # "x-a" and "x-A" meet on a case-insensitive disk
+            {"prompt": "a cat"},
+        ],
+        {},
+    )
+    stems = [w.stem for w in works]
+    assert stems[:2] == ["a-red-fox-fox-1", "a-b-c"] and stems[3] == "x-A"
+    assert stems[2].startswith("a-b-c-") and stems[4].startswith("x-a-")
+    assert stems[5] == f"a-cat-{works[5].id}"
+    assert len({stem.casefold() for stem in stems}) == len(stems)
+    assert [w.stem for w in _prepare([{"prompt": "a", "id": "b-c"}, {"prompt": "a b", "id": "c"}], {})] == stems[1:3]
+
+
+def test_a_manifest_of_the_old_naming_resumes(stepfun_emulator_factory: Factory, tmp_path: Path) -> None:
+    """Finished jobs are found by id, so files named by the earlier scheme (``<job id>.png``)
+    stay as the manifest records them, and only the new jobs are made, named the new way."""
+    emu = stepfun_emulator_factory(api_key=KEY)
+    jobs = [{"prompt": f"fox {i}", **SMALL} for i in range(3)]
+    batch.run(jobs[:2], out=tmp_path, client=client_for(emu), rpm=None, progress=False)
+    old_lines = []
+    for line in manifest_lines(tmp_path / "manifest.jsonl"):
+        old_name = f"{line['id']}.png"
+        (tmp_path / line["file"]).rename(tmp_path / old_name)
+        old_lines.append(json.dumps({**line, "file": old_name}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(old_lines) + "\n")
+    emu.reset()
+
+    result = batch.run(jobs, out=tmp_path, client=client_for(emu), rpm=None, progress=False)
+
+    assert result.ok and result.skipped == 2 and len(emu.requests()) == 1
+    (new,) = [line for line in manifest_lines(tmp_path / "manifest.jsonl") if line["params"]["prompt"] == "fox 2"]
+    assert new["file"] == f"fox-2-{new['id']}.png"
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        [*(f"{line['id']}.png" for line in map(json.loads, old_lines)), new["file"]]
+    )
