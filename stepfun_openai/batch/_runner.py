@@ -314,13 +314,17 @@ async def arun(
     ``image2image`` / ``edit`` plus optional ``endpoint`` and ``id``, or prompt strings).
 
     Args:
-      out: the directory the images go to (created if missing).
+      out: the directory the images go to (created if missing), each named
+        ``<prompt slug>-<job id>.png`` (the same name on every run, so a resumed job rewrites its
+        own file; the seed is in the manifest and in the image's provenance).
       manifest: the JSONL manifest, default ``out/manifest.jsonl``. Jobs it records as finished
         are skipped, so running the same batch again resumes it.
       client: an ``AsyncStepFun``; default one from the environment (``STEPFUN_API_KEY``).
       concurrency, rpm, tier: the limits; explicit values win over the tier's
         (``catalog.RATE_LIMIT_TIERS``); with none of them, tier V0 (5 concurrent, 10/minute).
-      defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``.
+      defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``;
+        each applies to the jobs whose endpoint takes it, and ``model`` only to the jobs whose
+        endpoint that model serves (the others keep their endpoint's default model).
       progress: show a progress bar (tqdm if installed, else a line on stderr every few seconds).
     """
     started = time.monotonic()
