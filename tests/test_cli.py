@@ -456,3 +456,23 @@ def test_the_models_table_fits_in_100_columns(capsys: pytest.CaptureFixture[str]
     assert max(len(line) for line in lines) <= 100
     assert any(line.split()[:2] == ["sizes:", "1024x1024"] for line in lines)
     assert "step-1x-medium was retired on 2026-07-08: use step-2x-large" in lines
+
+
+def test_adding_fit_to_a_batch_makes_only_the_refused_jobs(
+    api: Callable[..., Emulator], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = api()
+    source = _webp(tmp_path / "source.webp")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        json.dumps({"prompt": "a fox", "size": "256x256", "model": "step-2x-large"}) + "\n"
+        + json.dumps({"prompt": "at dusk", "source_url": str(source), "source_weight": 0.5, "size": "256x256"}) + "\n"
+    )  # fmt: skip
+    args = ["batch", str(jobs), "--base-url", emu.base_url, "--out", str(tmp_path / "o"), "--no-progress"]
+
+    assert main(args) == 1
+    assert "add --fit" in capsys.readouterr().out  # the refusal says what to do ...
+
+    assert main([*args, "--fit"]) == 0  # ... and doing it makes the refused job, and only that one
+    assert "2 of 2 images done (1 finished in an earlier run)" in capsys.readouterr().out
+    assert [e["fields"]["prompt"] for e in emu.requests() if e["status"] == 200] == ["a fox", "at dusk"]

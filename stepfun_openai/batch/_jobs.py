@@ -216,11 +216,17 @@ def _file_digest(path: str) -> str | None:
         return None
 
 
+_NOT_IN_ID = frozenset({"response_format", "fit"})
+"""Not part of a job's identity: the batch always asks for ``b64_json``, and ``fit`` only decides
+whether an image that does not fit is converted or refused (so adding ``fit`` to a batch that
+made most of its images does not make them again)."""
+
+
 def content_id(endpoint: str, params: Mapping[str, Any]) -> str:
     """The id of a job without one: a hash of its endpoint and parameters."""
     canonical = {
         "endpoint": endpoint,
-        "params": _canonical({k: v for k, v in params.items() if k != "response_format"}),
+        "params": _canonical({k: v for k, v in params.items() if k not in _NOT_IN_ID}),
     }
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return digest[:16]

@@ -23,7 +23,10 @@ __all__ = ["FINISHED", "Manifest", "ManifestLockedError", "remove_stale_temp_fil
 
 FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
 """Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
-or account error that outlived the retries) runs again."""
+or account error that outlived the retries) runs again, and so does an ``invalid`` job that was
+refused locally (no HTTP status in its error): checking it again costs no request, and the fix
+the refusal advised (``fit=True``, a corrected file, another default) then takes effect. A 400
+from StepFun stays final: it cost a request, and the same request would get the same answer."""
 
 _STALE_TEMP = re.compile(
     r"^\..+\.(png|jpg|jpeg|webp|gif)(\.json)?\.[0-9a-f]+" + re.escape(TEMP_SUFFIX) + r"$"  # _files' temp names
@@ -84,8 +87,9 @@ class Manifest:
         latest: dict[str, tuple[str, str | None]] = {}
         for event in self.events():
             status = event.get("status")
-            if status in FINISHED:
-                error = event.get("error")
+            error = event.get("error")
+            refused_locally = status == "invalid" and not (isinstance(error, dict) and "status" in error)
+            if status in FINISHED and not refused_locally:
                 kind = error.get("type") if isinstance(error, dict) else None
                 latest[event["id"]] = (str(status), kind if isinstance(kind, str) else None)
             else:
