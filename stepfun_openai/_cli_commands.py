@@ -330,7 +330,8 @@ def _one_line_warnings() -> Iterator[None]:
     import warnings
 
     def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
-        print(f"stepfun-openai: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        text = _command_line_text(" ".join(str(message).split())).replace("fit=True changed", "--fit changed")
+        print(f"stepfun-openai: warning: {text}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")  # each distinct warning once, DeprecationWarning included

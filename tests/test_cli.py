@@ -344,7 +344,7 @@ def test_fit_converts_what_the_error_says_it_would(tmp_path: Path, capsys: pytes
 
     assert main([*args, "--fit"]) == 0
     captured = capsys.readouterr()
-    assert "stepfun-openai: warning: fit=True changed source_url: converted webp to jpeg" in captured.err
+    assert "stepfun-openai: warning: --fit changed source_url: converted webp to jpeg" in captured.err
     assert (tmp_path / "night.png").exists()
 
 
