@@ -86,6 +86,11 @@ def _sizes(spec: catalog.EndpointSpec) -> str:
     return f"{', '.join(spec.sizes)}{order}, default {spec.default_size}"
 
 
+def _serving() -> str:
+    """``step-image-edit-2 generations/edits; ...``: which endpoints each model serves."""
+    return "; ".join(f"{name} {'/'.join(model.endpoints)}" for name, model in catalog.MODELS.items())
+
+
 def _add_parameters(parser: argparse.ArgumentParser, command: str, *, batch: bool = False) -> None:
     endpoints: list[catalog.Endpoint] = (
         list(catalog.ENDPOINTS) if batch else [_ENDPOINT_OF[command]]  # type: ignore[list-item]
@@ -99,10 +104,21 @@ def _add_parameters(parser: argparse.ArgumentParser, command: str, *, batch: boo
     default_model = None if batch else _DEFAULT_MODEL[command]
     model_help = f"one of {', '.join(models)}"
     if batch:
-        model_help += "; default per endpoint: " + ", ".join(f"{k} {v}" for k, v in _DEFAULT_MODEL.items())
+        model_help = (
+            f"the model of the jobs that name none, for each endpoint it serves ({_serving()}); jobs of "
+            "the other endpoints keep their own default: " + ", ".join(f"{k} {v}" for k, v in _DEFAULT_MODEL.items())
+        )
     else:
         model_help += " (default: %(default)s)"
     group.add_argument("--model", default=default_model, help=model_help)
+    if batch:
+        for endpoint in ("image2image", "edit"):
+            serving = ", ".join(catalog.models_for(_ENDPOINT_OF[endpoint]))  # type: ignore[arg-type]
+            group.add_argument(
+                f"--{endpoint}-model",
+                metavar="MODEL",
+                help=f"the model of the {endpoint} jobs that name none (wins over --model): one of {serving}",
+            )
     group.add_argument("--size", help="per model: " + _per_model(endpoints, _sizes))
     group.add_argument(
         "--seed", type=int, help=f"0..{catalog.SEED_MAX}; omitted or 0 = random (the seed used is printed)"
@@ -162,6 +178,13 @@ def _add_parameters(parser: argparse.ArgumentParser, command: str, *, batch: boo
             + _per_model(endpoints, lambda s: s.image_limits.describe() if s.image_limits else None),
         )
     group.add_argument("--n", type=int, help="images per request: only 1 is supported")
+    group.add_argument(
+        "--fit",
+        action="store_true",
+        default=None,
+        help="convert or scale an input image the model would reject (format, pixels, bytes) instead of "
+        "refusing it; each change is reported (needs Pillow: pip install 'stepfun-openai[pil]')",
+    )
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -196,7 +219,8 @@ def add_image_commands(subparsers: Any) -> None:
         parser.add_argument(
             "--out",
             default=".",
-            help="output file, or a directory (ends with / or exists) for <prompt>-<seed>.png (default: .)",
+            help="output file, or a directory (ends with / or exists) for <prompt>-<seed>.png; the extension "
+            "follows the image's real format (fox.jpg holding a PNG is written as fox.png) (default: .)",
         )
         _add_parameters(parser, command)
         _add_connection(parser)
@@ -208,12 +232,17 @@ def add_image_commands(subparsers: Any) -> None:
         description=(
             "Run every job of JOBS: a JSONL file (one job object a line, with the keys of the Python API and "
             "optional 'endpoint' and 'id') or a text file (one prompt a line). Finished jobs are recorded in "
-            "the manifest; running the same command again skips them."
+            "the manifest; running the same command again skips them. The StepFun parameters below are "
+            "defaults for the jobs that do not set them, each applied to the jobs whose endpoint takes it; "
+            "--model only to the endpoints that model serves. Jobs refused as invalid are listed at the end "
+            "(the first few with their reasons; the manifest has them all)."
         ),
         epilog=_EXIT_CODES_HELP,
     )
     parser.add_argument("jobs", metavar="JOBS", help="a .jsonl file of jobs or a text file of prompts")
-    parser.add_argument("--out", required=True, help="the directory for the images")
+    parser.add_argument(
+        "--out", required=True, help="the directory for the images, named <prompt>-<job id>.png (stable on resume)"
+    )
     parser.add_argument("--manifest", help="the JSONL manifest (default: OUT/manifest.jsonl)")
     limits = parser.add_argument_group(
         "limits (default: tier V0, 5 concurrent and 10 requests/minute, or with --emulator 5 concurrent and "
@@ -252,7 +281,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         from .batch._manifest import ManifestLockedError
 
         try:
-            with _quiet_logs(debug=getattr(args, "debug", False)):
+            with _quiet_logs(debug=getattr(args, "debug", False)), _one_line_warnings():
                 return handler(args)
         except KeyboardInterrupt as exc:
             message = str(exc) or "interrupted"
@@ -266,7 +295,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             ValueError,
             OSError,
         ) as exc:
-            _error(str(exc), args)
+            _error(_for_the_command_line(exc), args)
             return EXIT_USAGE
         except openai.APIError as exc:
             status = getattr(exc, "status_code", None)
@@ -292,6 +321,36 @@ def _quiet_logs(*, debug: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings reach stderr as one line each, ``stepfun-openai: warning: ...``: a retired model
+    (a ``DeprecationWarning``, which Python hides outside ``__main__``), what ``--fit`` changed."""
+    import warnings
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        text = _command_line_text(" ".join(str(message).split())).replace("fit=True changed", "--fit changed")
+        print(f"stepfun-openai: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # each distinct warning once, DeprecationWarning included
+        warnings.showwarning = show
+        yield
+
+
+def _for_the_command_line(exc: BaseException) -> str:
+    """An error's text as the command line can act on it: ``--fit`` for ``fit=True``, and no
+    ``validate=False`` advice (a Python client's option; the command has no such flag)."""
+    from ._exceptions import StepFunValidationError
+
+    return _command_line_text(exc.reason if isinstance(exc, StepFunValidationError) else str(exc))
+
+
+def _command_line_text(text: str) -> str:
+    from ._exceptions import VALIDATE_FALSE_HINT
+
+    return text.replace(VALIDATE_FALSE_HINT, "").replace("pass fit=True", "add --fit")
 
 
 def _error(message: str, args: argparse.Namespace) -> None:
@@ -330,6 +389,7 @@ def _params(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "source_weight",
         "source_image",
         "image",
+        "fit",
     )
     params = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     style = getattr(args, "style_reference", None)
@@ -342,16 +402,30 @@ def _params(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return params
 
 
-def _output_path(out: str, prompt: str, seed: int | None, index: int, extension: str) -> tuple[Path, bool]:
-    """Where image ``index`` goes, and whether that is a name the CLI made up in a directory
-    (never replacing a file there) rather than the file name the user gave (replaced)."""
-    path = Path(out)
-    if out.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
-        suffix = f"-{index}" if index else ""
-        from ._results import slugify
+_IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif"}
 
-        return path / f"{slugify(prompt, limit=48)}-{seed if seed is not None else 'image'}{suffix}{extension}", True
+
+def _output_path(out: str, prompt: str, seed: int | None, index: int, extension: str) -> tuple[Path, bool]:
+    """Where ``--out`` puts an image: in a directory ``<prompt slug>-<seed><ext>`` (the package's
+    one scheme, ``image_stem``); a file name keeps its name, with the extension of the image's
+    real format (``fox.jpg`` receiving a PNG is written as ``fox.png``: StepFun's bytes stay as
+    they came, with their provenance, and no file claims a format it is not). The flag says
+    whether the name was made up in a directory (never replacing a file there) rather than given
+    by the user (replaced)."""
+    path = Path(out)
+    if _is_directory(out):
+        suffix = f"-{index}" if index else ""
+        from ._results import image_stem
+
+        return path / f"{image_stem(prompt, seed)}{suffix}{extension}", True
+    if _IMAGE_SUFFIXES.get(path.suffix.lower()) != _IMAGE_SUFFIXES[extension]:
+        path = path.with_suffix(extension) if path.suffix.lower() in _IMAGE_SUFFIXES else Path(f"{path}{extension}")
     return (path if not index else path.with_name(f"{path.stem}-{index}{path.suffix}")), False
+
+
+def _is_directory(out: str) -> bool:
+    path = Path(out)
+    return out.endswith(("/", os.sep)) or path.is_dir() or not path.suffix
 
 
 def _single(args: argparse.Namespace) -> int:
@@ -370,7 +444,11 @@ def _single(args: argparse.Namespace) -> int:
         if image.content_filtered:
             print(f"image {index} was content_filtered by StepFun moderation (seed {image.seed}); not written")
             continue
-        path, made_up = _output_path(args.out, args.prompt, image.seed, index, image._extension())
+        extension = image._extension()
+        path, made_up = _output_path(args.out, args.prompt, image.seed, index, extension)
+        if not made_up and path.suffix != Path(args.out).suffix and not index:
+            kind = _IMAGE_SUFFIXES[extension].upper()
+            print(f"stepfun-openai: note: StepFun sent a {kind} image: writing {path.name}", file=sys.stderr)
         # Atomic, with the request's provenance in the file. In a directory, a file (or sidecar)
         # already under the name is never replaced: the next free name (``-2``, ...) is used.
         path = image._write(path, image.read(), metadata=True, exclusive=made_up)
@@ -383,7 +461,7 @@ def _batch(args: argparse.Namespace) -> int:
     from . import batch
     from ._client import StepFun
 
-    jobs = batch.load_jobs(args.jobs)
+    jobs = _with_endpoint_models(batch.load_jobs(args.jobs), args)
     defaults = _params(args, "generate")
     concurrency = args.concurrency
     if args.emulator and args.concurrency is None and args.rpm is None and args.tier is None:
@@ -415,25 +493,61 @@ def _batch(args: argparse.Namespace) -> int:
                 f"interrupted: {done.succeeded} of {done.total} images done and recorded in {manifest}; "
                 f"resume with: {command}"
             ) from None
-    print(result.summary())
+    print(_command_line_text(result.summary()))  # the reasons of the jobs not done, as the CLI can act
     if result.stopped:
         return EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def _with_endpoint_models(jobs: list[Any], args: argparse.Namespace) -> list[Any]:
+    """``--image2image-model`` / ``--edit-model`` given to the jobs of that endpoint that name no
+    model (each must serve its endpoint). ``--model`` is a batch default: the batch applies it
+    only to the jobs whose endpoint it serves."""
+    import dataclasses
+
+    chosen = {"image2image": args.image2image_model, "edit": args.edit_model}
+    for endpoint, name in chosen.items():
+        if name is None:
+            continue
+        model = catalog.get_model(name)
+        if model is not None and model.spec(_ENDPOINT_OF[endpoint]) is None:  # type: ignore[arg-type]
+            serving = ", ".join(catalog.models_for(_ENDPOINT_OF[endpoint]))  # type: ignore[arg-type]
+            path = f"/images/{_ENDPOINT_OF[endpoint]}"
+            raise _UsageError(f"--{endpoint}-model {name} does not serve {path}: use one of {serving}")
+    return [
+        dataclasses.replace(job, params={"model": chosen[job.endpoint], **job.params})
+        if job.error is None and chosen.get(job.endpoint) is not None
+        else job
+        for job in jobs
+    ]
+
+
+_TABLE_WIDTH = 100
+"""The ``models`` table fits a 100-column terminal."""
+
+
+def _compact_range(number: catalog.NumberRange) -> str:
+    """``1..50 (8)``: the range, its default in parentheses."""
+    text = f"{catalog._num(number.min)}..{catalog._num(number.max)}"
+    return text + (f" ({catalog._num(number.default)})" if number.default is not None else "")
+
+
 def _models(args: argparse.Namespace) -> int:
-    header = ("MODEL", "ENDPOINT", "STATUS", "SIZES (default first)", "STEPS", "CFG_SCALE", "EXTRAS")
-    rows = [header]
+    """One row per model and endpoint, its sizes on the line below; retirements after the table.
+    Within :data:`_TABLE_WIDTH` columns (a test holds it to that)."""
+    import textwrap
+
+    header = ("MODEL", "ENDPOINT", "STATUS", "STEPS", "CFG_SCALE", "EXTRAS")
+    rows: list[tuple[tuple[str, ...], str]] = []
     for name, model in catalog.MODELS.items():
-        status = model.status + (f" {model.retired_on} -> {model.replacement}" if model.retired_on else "")
         for endpoint, spec in model.endpoints.items():
             if spec.sizes is None:
-                sizes = "= input size"
+                sizes = "= the input image's size"
             else:
                 ordered = [s for s in spec.sizes if s == spec.default_size] + [
                     s for s in spec.sizes if s != spec.default_size
                 ]
-                sizes = " ".join(ordered) + (" (HxW)" if spec.size_order == "HxW" else "")
+                sizes = " ".join(ordered) + (" (HEIGHTxWIDTH)" if spec.size_order == "HxW" else "")
             extras = [
                 flag
                 for flag, present in (
@@ -444,10 +558,22 @@ def _models(args: argparse.Namespace) -> int:
                 )
                 if present
             ]
-            rows.append((name, endpoint, status, sizes, _range(spec.steps), _range(spec.cfg_scale), ", ".join(extras)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+            ranges = (_compact_range(spec.steps), _compact_range(spec.cfg_scale))
+            rows.append(((name, endpoint, model.status, *ranges, ", ".join(extras)), sizes))
+    widths = [max(len(row[i]) for row in [header, *(row for row, _ in rows)]) for i in range(len(header))]
+    indent = " " * (widths[0] + 2)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    print(line(header))
+    for row, sizes in rows:
+        print(line(row))
+        print(textwrap.fill(f"sizes: {sizes}", _TABLE_WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
+    print("\nranges: min..max (default); sizes: the default first")
+    for name, model in catalog.MODELS.items():
+        if model.retired_on:
+            print(f"{name} was retired on {model.retired_on}: use {model.replacement}")
     tiers = ", ".join(f"{k} {c}/{r}" for k, (c, r) in catalog.RATE_LIMIT_TIERS.items())
-    print(f"\nrate limits per tier (concurrent/RPM): {tiers}")
+    print(textwrap.fill(f"rate limits per tier (concurrent/RPM): {tiers}", _TABLE_WIDTH, subsequent_indent="  "))
     return EXIT_OK

@@ -31,6 +31,7 @@ from ._exceptions import (
     InsufficientBalanceError,
     QuotaExceededError,
     StepFunRateLimitError,
+    caller_stacklevel,
     redact_response,
     redact_secrets,
     request_secrets,
@@ -107,6 +108,18 @@ def _is_quota_message(body: object) -> bool:
         and "request limited" not in message
         and any(word in message.lower() for word in _QUOTA_WORDS)
     )
+
+
+def _missing_v1_hint(base_url: object) -> str:
+    """For a 404: StepFun's paths all start with ``/v1``, so a base URL without it (a common slip
+    with a local emulator: ``http://127.0.0.1:8000``) is the likely cause, and worth saying."""
+    if base_url is None:
+        return ""
+    url = httpx2.URL(str(base_url))
+    if "v1" in url.path.strip("/").split("/"):
+        return ""
+    shown = str(url).rstrip("/")
+    return f"; base_url {shown} has no /v1 path: did you mean {shown}/v1?"
 
 
 class _StepFunMixin:
@@ -228,6 +241,14 @@ class _StepFunMixin:
         one are not interchangeable), while the SDK's own default is simply made anew."""
         return not isinstance(getattr(self, "_client", None), (SyncHttpxClientWrapper, AsyncHttpxClientWrapper))
 
+    @property
+    def user_agent(self) -> str:
+        """``stepfun-openai/<version> OpenAI/Python <openai version>``: StepFun's logs name this
+        package and keep the SDK's own word (the SDK would say ``StepFun/Python``, the class name)."""
+        from . import __version__
+
+        return f"stepfun-openai/{__version__} OpenAI/Python {openai.__version__}"
+
     def _make_status_error(self, err_msg: str, *, body: object, response: httpx2.Response) -> openai.APIStatusError:
         # The server's words may echo the key back: redacted before any exception holds them.
         secrets = request_secrets(response.request)
@@ -235,6 +256,8 @@ class _StepFunMixin:
         response = redact_response(response)
         data = body.get("error", body) if isinstance(body, Mapping) else body
         status = response.status_code
+        if status == 404:
+            err_msg += _missing_v1_hint(getattr(self, "base_url", None))
         error: openai.APIStatusError
         if status == 402:
             error = InsufficientBalanceError(err_msg, response=response, body=data)
@@ -304,7 +327,7 @@ def _twin(source: StepFun | AsyncStepFun, twin: type[_ClientT], overrides: dict[
             "client's settings (connection-pool limits, proxies, transport, event hooks) are not carried: they "
             f"cannot be read back reliably. To keep them, pass {method}(http_client=httpx2.{needed}(...)).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     return twin(**{**settings, **overrides})
 

@@ -106,11 +106,21 @@ def caller_stacklevel() -> int:
     return level
 
 
+VALIDATE_FALSE_HINT = " (local validation; pass validate=False to the client to skip it)"
+"""The end of a :class:`StepFunValidationError` that ``validate=False`` would have avoided."""
+
+
 class StepFunValidationError(ValueError):
     """A parameter was rejected locally, before any request was sent.
 
     ``param`` names the parameter, ``value`` is what was given, ``model`` the model it was
     checked against (if any) and ``allowed`` a human-readable description of what is allowed.
+
+    ``skippable`` marks a check of the catalog that ``validate=False`` would skip: only then does
+    the message end with :data:`VALIDATE_FALSE_HINT` (an unreadable file or a malformed argument
+    fails with or without validation, so the hint would mislead). ``reason`` is the message
+    without that hint, for callers that have no client to pass ``validate=False`` to (the CLI,
+    the agent tools).
     """
 
     def __init__(
@@ -122,12 +132,14 @@ class StepFunValidationError(ValueError):
         model: str | None = None,
         endpoint: str | None = None,
         hint: str | None = None,
+        skippable: bool = False,
     ) -> None:
         self.param = param
         self.value = value
         self.allowed = allowed
         self.model = model
         self.endpoint = endpoint
+        self.skippable = skippable
         where = ""
         if model:
             where = f" for model {model!r}"
@@ -137,8 +149,8 @@ class StepFunValidationError(ValueError):
         message = f"invalid {param}={shown}{where}: {allowed}"
         if hint:
             message += f". {hint}"
-        message += " (local validation; pass validate=False to the client to skip it)"
-        super().__init__(message)
+        self.reason = message
+        super().__init__(message + (VALIDATE_FALSE_HINT if skippable else ""))
 
 
 def _short_repr(value: object, limit: int = 80) -> str:

@@ -30,7 +30,7 @@ from ._urls import redact_url
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["ImageResultMixin", "ImagesResultMixin", "default_filename"]
+__all__ = ["ImageResultMixin", "ImagesResultMixin", "default_filename", "image_stem"]
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
 _SLUG_CHARS = 48
@@ -51,14 +51,23 @@ def slugify(text: str, limit: int = _SLUG_CHARS) -> str:
     return slug or "image"
 
 
-def default_filename(image: ImageResultMixin) -> str:
-    """``<seed>-<prompt slug>.<ext>``, e.g. ``1764275706-a-cat-in-a-hat.png``."""
-    context = image._context or {}
-    prompt = context.get("prompt")
+def image_stem(prompt: object, tag: object) -> str:
+    """The one naming scheme for image files: ``<prompt slug>-<tag>``, e.g. ``a-cat-in-a-hat-7``.
+
+    Used by ``save()`` into a folder, the CLI and the agent tools (``tag`` = the image's seed)
+    and by the batch (``tag`` = the job's id: unique in the batch and the same on every run, so
+    a resumed job rewrites its own file; a job's seed may be drawn anew on each run). The slug
+    first groups files by prompt in a listing; the tag tells them apart. No prompt gives
+    ``image-<tag>``, no tag just the slug."""
     slug = slugify(prompt) if isinstance(prompt, str) else "image"
+    return f"{slug}-{tag}" if tag is not None and tag != "" else slug
+
+
+def default_filename(image: ImageResultMixin) -> str:
+    """``<prompt slug>-<seed>.<ext>`` (:func:`image_stem`), e.g. ``a-cat-in-a-hat-1764275706.png``."""
+    context = image._context or {}
     seed = image.seed if image.seed is not None else context.get("seed")
-    stem = f"{seed}-{slug}" if seed is not None else slug
-    return stem + image._extension()
+    return image_stem(context.get("prompt"), seed) + image._extension()
 
 
 def _is_directory_target(path: Path, raw: str | os.PathLike[str]) -> bool:
@@ -206,7 +215,7 @@ class ImageResultMixin:
 
         ``path`` is a file name (an existing file is replaced), or a directory (existing, ending
         in ``/``, or a new name without a suffix) in which the file is named
-        ``<seed>-<prompt slug>.<ext>``, or ``...-2.<ext>`` and so on: another file (or sidecar)
+        ``<prompt slug>-<seed>.<ext>``, or ``...-2.<ext>`` and so on: another file (or sidecar)
         is never overwritten, even by concurrent saves. The write is atomic (a complete temp file
         gets the final name). PNGs carry the request in a text chunk (``read_metadata()`` reads
         it); other formats get a ``<name>.json`` sidecar, which replaces only a sidecar this

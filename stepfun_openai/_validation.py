@@ -55,8 +55,19 @@ def warn_if_retired(model: str) -> None:
     )
 
 
-def _fail(param: str, value: object, allowed: str, model: str | None, endpoint: str, hint: str | None = None) -> None:
-    raise StepFunValidationError(param, value, allowed, model=model, endpoint=endpoint, hint=hint)
+def _fail(
+    param: str,
+    value: object,
+    allowed: str,
+    model: str | None,
+    endpoint: str,
+    hint: str | None = None,
+    *,
+    skippable: bool = True,
+) -> None:
+    """Raise the error; ``skippable``: the catalog's rule, which ``validate=False`` would skip
+    (not for data no server could use, such as a corrupt image)."""
+    raise StepFunValidationError(param, value, allowed, model=model, endpoint=endpoint, hint=hint, skippable=skippable)
 
 
 def _check_number(param: str, value: object, rng: catalog.NumberRange, model: str, endpoint: str) -> None:
@@ -79,6 +90,9 @@ def _check_prompt(param: str, value: object, limit: int, model: str, endpoint: s
         _fail(param, f"<{len(value)} characters>", f"at most {limit} characters", model, endpoint)
 
 
+_FIT_HINT = "pass fit=True (needs the [pil] extra: pip install 'stepfun-openai[pil]') to convert or scale it"
+
+
 def check_image(
     param: str,
     image: EncodedImage | ImageInfo,
@@ -86,14 +100,21 @@ def check_image(
     limits: catalog.ImageLimits,
     model: str,
     endpoint: str,
+    *,
+    fittable: bool = True,
 ) -> None:
-    """Format, bytes and pixel limits of an input image (remote URLs are the server's business)."""
+    """Format, bytes and pixel limits of an input image (remote URLs are the server's business).
+
+    The error suggests ``fit=True`` only where fit would fix it: a png/jpeg/webp/gif too large
+    in bytes or pixels, or in a format the endpoint does not take, given where ``fit`` applies
+    (``fittable``: not an image passed as a string in ``extra_body``). Data that is no image we
+    know (a text file) or a header cut short is not something fit can repair."""
     info = image.info if isinstance(image, EncodedImage) else image
     if isinstance(image, EncodedImage) and image.is_url:
         return
-    fit_hint = "pass fit=True (needs the [pil] extra: pip install 'stepfun-openai[pil]') to convert or scale it"
+    fit_hint = _FIT_HINT if fittable else None
     if info.format is None:
-        _fail(param, "<unrecognised image data>", f"an image: {limits.describe()}", model, endpoint, fit_hint)
+        _fail(param, "<unrecognised image data>", f"an image: {limits.describe()}", model, endpoint, skippable=False)
     if info.format not in limits.formats:
         _fail(param, f"<{info.format} image>", f"formats {', '.join(limits.formats)}", model, endpoint, fit_hint)
     if nbytes is not None and nbytes > limits.max_bytes:
@@ -106,6 +127,7 @@ def check_image(
             f"an image whose header gives its size (this one looks truncated or corrupt): {limits.describe()}",
             model,
             endpoint,
+            skippable=False,
         )
         return
     if width > limits.max_width or height > limits.max_height:
@@ -226,6 +248,7 @@ def _check_source(
 ) -> None:
     """A source image: what encoding learned about it, or else its string inspected."""
     encoded = images.get(param)
+    fittable = encoded is not None  # fit=True converts what was encoded, not a string from extra_body
     if encoded is None:
         if not isinstance(source, str) or not source:
             _fail(param, source, allowed, model, endpoint)
@@ -234,7 +257,7 @@ def _check_source(
             return
         encoded = inspect_image_string(source, param=param)
     if spec.image_limits is not None:
-        check_image(param, encoded, encoded.nbytes, spec.image_limits, model, endpoint)
+        check_image(param, encoded, encoded.nbytes, spec.image_limits, model, endpoint, fittable=fittable)
 
 
 def _check_style_reference(

@@ -20,9 +20,29 @@ def _add_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.set_defaults(handler=run_from_args)
 
 
+class _Version(argparse.Action):
+    """``--version``: this package's version and the openai SDK's (what a bug report needs)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from . import __version__
+
+        try:
+            openai_version = version("openai")  # its metadata: cheaper than importing openai
+        except PackageNotFoundError:  # pragma: no cover - openai is a dependency
+            openai_version = "not installed"
+        print(f"stepfun-openai {__version__} (openai {openai_version})")  # stdout, as argparse's own
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand; a new subcommand is one more ``_add_*`` function here."""
     parser = argparse.ArgumentParser(prog="stepfun-openai", description="StepFun image generation tools.")
+    parser.add_argument("--version", action=_Version)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from ._cli_commands import add_image_commands, add_models_command
 

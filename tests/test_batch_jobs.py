@@ -167,7 +167,8 @@ def test_bad_lines_of_a_jobs_file_are_recorded_invalid_and_the_others_run(
     assert "not a JSON object" in messages[0] and "upscale" in messages[1] and "id" in messages[2]
     assert len(emu.requests()) == 2
     again = batch.run(batch.load_jobs(jobs), out=tmp_path / "out", client=client_for(emu), progress=False)
-    assert again.skipped == 5 and again.requests == 0
+    # the finished jobs are skipped; the refused lines are checked again (no request) and refused again
+    assert again.skipped == 2 and again.invalid == 3 and again.requests == 0
 
 
 def test_a_400_from_the_server_is_final_and_not_sent_again_on_resume(
@@ -228,8 +229,9 @@ def test_after_a_wrong_key_the_summary_counts_the_jobs_never_started(
     lines = result.summary().splitlines()
     assert lines[0].startswith("0 of 10 images done; 0 generated in ")
     assert lines[1] == "not done: 1 AuthenticationError, 9 not started"
-    assert lines[3].startswith("stopped early: AuthenticationError")
-    assert lines[3].endswith("10 job(s) pending: run the same batch again (same manifest) to resume")
+    assert lines[2].startswith("  failed job ") and "AuthenticationError" in lines[2]  # the reason, with the job
+    assert lines[4].startswith("stopped early: AuthenticationError")
+    assert lines[4].endswith("10 job(s) pending: run the same batch again (same manifest) to resume")
 
 
 def test_the_summary_says_what_was_done_skipped_and_not_done(stepfun_emulator_factory: Factory, tmp_path: Path) -> None:
@@ -240,10 +242,11 @@ def test_the_summary_says_what_was_done_skipped_and_not_done(stepfun_emulator_fa
     result = batch.run([*work, {"prompt": "forbidden", **SMALL}], out=tmp_path, client=client_for(emu), concurrency=2,
                        progress=False)  # fmt: skip
 
-    first, reasons, where = result.summary().splitlines()
+    first, reasons, why, where = result.summary().splitlines()
     assert first.startswith("3 of 4 images done (1 finished in an earlier run); 2 generated in ")
     assert first.endswith(" images/minute, 0 429s seen)")
     assert reasons == "not done: 1 content_filtered"
+    assert why.startswith("  content_filtered job ") and "moderation" in why
     assert where == f"images in {tmp_path}/, manifest {tmp_path / 'manifest.jsonl'}"
 
 
@@ -272,3 +275,70 @@ def test_ctrl_c_in_run_raises_batch_interrupted_with_what_was_done(
     assert 2 <= recorded < 40
     assert recorded - 2 <= done.succeeded <= recorded  # at most the in-flight commits are not counted yet
     assert "run it again with the same manifest" in str(interrupted.value)
+
+
+# --- names and per-endpoint defaults ----------------------------------------------------------
+
+
+def test_a_default_model_lands_only_on_the_jobs_whose_endpoint_it_serves() -> None:
+    from stepfun_openai.batch._jobs import Job, _prepare
+
+    works = _prepare(
+        [
+            "a fox",
+            Job.edit("add a hat", image="photo.png"),
+            Job.image2image("dusk", source_url="x.png", source_weight=1),
+        ],
+        {"model": "step-2x-large", "steps": 20},
+    )
+    assert [(w.endpoint, w.params["model"], w.params["steps"]) for w in works] == [
+        ("generate", "step-2x-large", 20),
+        ("edit", "step-image-edit-2", 20),  # step-2x-large serves no edits: the edit default stays
+        ("image2image", "step-2x-large", 20),
+    ]
+
+
+def test_batch_files_are_named_prompt_slug_then_job_id_and_never_meet() -> None:
+    from stepfun_openai.batch._jobs import _prepare
+
+    works = _prepare(
+        [
+            {"prompt": "A Red Fox!", "id": "fox-1"},
+            {"prompt": "a", "id": "b-c"},
+            {"prompt": "a b", "id": "c"},  # "a-b-c" too: a hash tells them apart
+            {"prompt": "x", "id": "A"},
+            {"prompt": "x", "id": "a"},  # "x-a" and "x-A" meet on a case-insensitive disk
+            {"prompt": "a cat"},
+        ],
+        {},
+    )
+    stems = [w.stem for w in works]
+    assert stems[:2] == ["a-red-fox-fox-1", "a-b-c"] and stems[3] == "x-A"
+    assert stems[2].startswith("a-b-c-") and stems[4].startswith("x-a-")
+    assert stems[5] == f"a-cat-{works[5].id}"
+    assert len({stem.casefold() for stem in stems}) == len(stems)
+    assert [w.stem for w in _prepare([{"prompt": "a", "id": "b-c"}, {"prompt": "a b", "id": "c"}], {})] == stems[1:3]
+
+
+def test_a_manifest_of_the_old_naming_resumes(stepfun_emulator_factory: Factory, tmp_path: Path) -> None:
+    """Finished jobs are found by id, so files named by the earlier scheme (``<job id>.png``)
+    stay as the manifest records them, and only the new jobs are made, named the new way."""
+    emu = stepfun_emulator_factory(api_key=KEY)
+    jobs = [{"prompt": f"fox {i}", **SMALL} for i in range(3)]
+    batch.run(jobs[:2], out=tmp_path, client=client_for(emu), rpm=None, progress=False)
+    old_lines = []
+    for line in manifest_lines(tmp_path / "manifest.jsonl"):
+        old_name = f"{line['id']}.png"
+        (tmp_path / line["file"]).rename(tmp_path / old_name)
+        old_lines.append(json.dumps({**line, "file": old_name}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(old_lines) + "\n")
+    emu.reset()
+
+    result = batch.run(jobs, out=tmp_path, client=client_for(emu), rpm=None, progress=False)
+
+    assert result.ok and result.skipped == 2 and len(emu.requests()) == 1
+    (new,) = [line for line in manifest_lines(tmp_path / "manifest.jsonl") if line["params"]["prompt"] == "fox 2"]
+    assert new["file"] == f"fox-2-{new['id']}.png"
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        [*(f"{line['id']}.png" for line in map(json.loads, old_lines)), new["file"]]
+    )

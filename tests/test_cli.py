@@ -168,7 +168,9 @@ def test_sigkill_mid_batch_then_rerun_makes_every_image_exactly_once(
     lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip().startswith("{")]
     succeeded = Counter(line["id"] for line in lines if line["status"] == "succeeded")
     assert len(succeeded) == 20 and set(succeeded.values()) == {1}  # each job finished exactly once
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{i}.png" for i in succeeded), "manifest.jsonl"])
+    named = {line["file"] for line in lines if line["status"] == "succeeded"}  # <prompt slug>-<job id>.png
+    assert named == {f"{line['params']['prompt'].replace(' ', '-')}-{line['id']}.png" for line in lines if line["file"]}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*named, "manifest.jsonl"])
     served = Counter(e["fields"]["prompt"] for e in emu.requests() if e["status"] == 200)
     assert all(served[prompt] == 1 for prompt in finished_first)  # no finished job was generated twice
     assert sum(served.values()) <= 20 + 4  # at most the in-flight jobs were paid for twice
@@ -220,17 +222,23 @@ def test_the_generation_flags_reach_the_request(api: Callable[..., Emulator], tm
                               "negative_prompt": "blur", "text_mode": True, "seed": 42}  # fmt: skip
 
 
-def test_style_reference_and_image_flags_reach_the_request(api: Callable[..., Emulator], tmp_path: Path) -> None:
+def test_style_reference_and_image_flags_reach_the_request(
+    api: Callable[..., Emulator], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stepfun_openai._validation._warned_models", set())  # once per process: this test's
     emu = api()
     source = tmp_path / "source.png"
     assert main(["generate", "a harbour", "--base-url", emu.base_url, "--out", str(source), "--model",
                  "step-2x-large", "--size", "256x256"]) == 0  # fmt: skip
     emu.reset()
 
-    with pytest.warns(DeprecationWarning, match="retired"):  # the one model with style_reference
-        assert main(["generate", "a harbour in that style", "--base-url", emu.base_url, "--out",
-                     str(tmp_path / "s.png"), "--model", "step-1x-medium", "--size", "256x256",
-                     "--style-reference", str(source), "--style-weight", "0.8"]) == 0  # fmt: skip
+    capsys.readouterr()
+    # step-1x-medium: the one model with style_reference, and retired: the command says so in one line
+    assert main(["generate", "a harbour in that style", "--base-url", emu.base_url, "--out",
+                 str(tmp_path / "s.png"), "--model", "step-1x-medium", "--size", "256x256",
+                 "--style-reference", str(source), "--style-weight", "0.8"]) == 0  # fmt: skip
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith("stepfun-openai: warning: StepFun retired step-1x-medium on ")
     assert main(["image2image", "at night", "--base-url", emu.base_url, "--source", str(source), "--source-weight",
                  "0.6", "--size", "256x256", "--out", str(tmp_path / "n.png")]) == 0  # fmt: skip
     assert main(["edit", "add a boat", "--base-url", emu.base_url, "--image", str(source), "--out",
@@ -300,3 +308,171 @@ def test_batch_with_the_emulator_is_not_held_to_the_free_tier(
     assert code == 0 and "12 of 12 images done" in captured.out
     assert "limits: 5 concurrent, no RPM limit (--emulator default" in captured.err
     assert "0 429s seen" in captured.out
+
+
+# --- issue 13: what a new user met ---------------------------------------------------------------
+
+
+def test_version_names_this_package_and_openai(capsys: pytest.CaptureFixture[str]) -> None:
+    import openai
+
+    import stepfun_openai
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert (
+        capsys.readouterr().out.strip() == f"stepfun-openai {stepfun_openai.__version__} (openai {openai.__version__})"
+    )
+
+
+def _webp(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (300, 300), (10, 120, 200)).save(path, format="WEBP")
+    return path
+
+
+def test_fit_converts_what_the_error_says_it_would(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _webp(tmp_path / "source.webp")
+    args = ["image2image", "at night", "--emulator", "--source", str(source), "--source-weight", "0.6",
+            "--size", "256x256", "--out", str(tmp_path / "night.png")]  # fmt: skip
+
+    assert main(args) == 2
+    refusal = capsys.readouterr().err
+    assert "add --fit" in refusal and "fit=True" not in refusal and "validate=False" not in refusal
+
+    assert main([*args, "--fit"]) == 0
+    captured = capsys.readouterr()
+    assert "stepfun-openai: warning: --fit changed source_url: converted webp to jpeg" in captured.err
+    assert (tmp_path / "night.png").exists()
+
+
+def test_an_invalid_parameter_never_advises_validate_false(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "a cat", "--emulator", "--model", "step-2x-large", "--size", "300x300"]) == 2
+    err = capsys.readouterr().err
+    assert "size" in err and "validate=False" not in err
+
+
+def _mixed_jobs(tmp_path: Path) -> Path:
+    source = tmp_path / "photo.png"
+    assert main(["generate", "a harbour", "--emulator", "--out", str(source), "--model", "step-2x-large",
+                 "--size", "256x256"]) == 0  # fmt: skip
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        json.dumps({"prompt": "a fox", "id": "fox"}) + "\n"
+        + json.dumps({"prompt": "add a hat", "image": "photo.png", "id": "hat"}) + "\n"
+        + json.dumps({"prompt": "at dusk", "source_url": "photo.png", "source_weight": 0.5, "id": "dusk"}) + "\n"
+    )  # fmt: skip
+    return jobs
+
+
+def test_batch_model_applies_only_where_that_model_serves_the_endpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = _mixed_jobs(tmp_path)
+
+    code = main(["batch", str(jobs), "--emulator", "--out", str(tmp_path / "o"), "--no-progress",
+                 "--model", "step-2x-large", "--size", "256x256"])  # fmt: skip
+
+    assert code == 0, capsys.readouterr()
+    models = {x["id"]: x["params"]["model"] for x in _manifest(tmp_path / "o")}
+    # step-2x-large serves generations and image2image; the edit job keeps the edit default
+    assert models == {"fox": "step-2x-large", "dusk": "step-2x-large", "hat": "step-image-edit-2"}
+
+
+def test_batch_edit_model_sets_the_edit_jobs_and_must_serve_edits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = _mixed_jobs(tmp_path)
+    base = ["batch", str(jobs), "--emulator", "--out", str(tmp_path / "o"), "--no-progress", "--size", "512x512"]
+
+    assert main([*base, "--edit-model", "step-2x-large"]) == 2
+    assert "--edit-model step-2x-large does not serve /images/edits" in capsys.readouterr().err
+
+    assert main([*base, "--model", "step-image-edit-2", "--edit-model", "step-1x-edit"]) == 1  # dusk: 512x512 is HxW
+    models = {x["id"]: x["params"]["model"] for x in _manifest(tmp_path / "o")}
+    assert models == {"fox": "step-image-edit-2", "hat": "step-1x-edit", "dusk": "step-2x-large"}
+
+
+def _manifest(out: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines() if x.strip()]
+
+
+def test_the_reasons_of_invalid_batch_jobs_reach_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        "".join(json.dumps({"prompt": f"fox {i}", "steps": 900 + i, "id": f"j{i}"}) + "\n" for i in range(7))
+    )
+    out = tmp_path / "o"
+    args = ["batch", str(jobs), "--emulator", "--out", str(out), "--no-progress", "--model", "step-2x-large"]
+
+    for run in ("first", "resumed"):
+        assert main(args) == 1
+        text = capsys.readouterr().out
+        shown = [line for line in text.splitlines() if line.startswith("  invalid job ")]
+        ids = [line.split()[2].rstrip(":") for line in shown]
+        assert len(set(ids)) == 5 and set(ids) <= {f"j{i}" for i in range(7)}, run  # the first five recorded
+        assert f"invalid steps={900 + int(ids[0][1:])} for model 'step-2x-large'" in shown[0] and "[1, 50]" in shown[0]
+        assert f"  ... 2 more: every reason is in {out / 'manifest.jsonl'}" in text
+        assert "validate=False" not in text
+
+
+def test_a_retired_models_warning_is_one_line_on_stderr_of_the_real_command(tmp_path: Path) -> None:
+    entry = "import sys; from stepfun_openai.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", entry, "generate", "a lighthouse", "--emulator", "--model", "step-1x-medium",
+               "--size", "256x256", "--out", str(tmp_path / "l.png")]  # fmt: skip
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("stepfun-openai: warning: StepFun retired step-1x-medium on ") and "step-2x-large" in line
+
+
+def test_a_directory_gets_prompt_slug_then_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "A Lighthouse, at dawn!", "--emulator", "--seed", "42", "--out", f"{tmp_path}/"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["a-lighthouse-at-dawn-42.png"]  # as save() names it
+
+
+def test_out_with_another_formats_extension_gets_the_images_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "a fox", "--emulator", "--out", str(tmp_path / "fox.jpg")]) == 0
+
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fox.png"]
+    assert (tmp_path / "fox.png").read_bytes().startswith(b"\x89PNG")
+    assert (
+        "StepFun sent a PNG image: writing fox.png" in captured.err and f"wrote {tmp_path / 'fox.png'}" in captured.out
+    )
+
+
+def test_the_models_table_fits_in_100_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert any(line.split()[:2] == ["sizes:", "1024x1024"] for line in lines)
+    assert "step-1x-medium was retired on 2026-07-08: use step-2x-large" in lines
+
+
+def test_adding_fit_to_a_batch_makes_only_the_refused_jobs(
+    api: Callable[..., Emulator], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = api()
+    source = _webp(tmp_path / "source.webp")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        json.dumps({"prompt": "a fox", "size": "256x256", "model": "step-2x-large"}) + "\n"
+        + json.dumps({"prompt": "at dusk", "source_url": str(source), "source_weight": 0.5, "size": "256x256"}) + "\n"
+    )  # fmt: skip
+    args = ["batch", str(jobs), "--base-url", emu.base_url, "--out", str(tmp_path / "o"), "--no-progress"]
+
+    assert main(args) == 1
+    assert "add --fit" in capsys.readouterr().out  # the refusal says what to do ...
+
+    assert main([*args, "--fit"]) == 0  # ... and doing it makes the refused job, and only that one
+    assert "2 of 2 images done (1 finished in an earlier run)" in capsys.readouterr().out
+    assert [e["fields"]["prompt"] for e in emu.requests() if e["status"] == 200] == ["a fox", "at dusk"]

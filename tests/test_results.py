@@ -54,7 +54,7 @@ async def test_async_read_and_save(async_stepfun_client: AsyncStepFun, tmp_path:
     path = await image.asave(tmp_path / "cat.png")
     assert path.read_bytes().startswith(b"\x89PNG")
     assert Image.open(path).size == (256, 256) and data.startswith(b"\x89PNG")
-    assert [p.name for p in await response.asave_all(tmp_path / "all")] == ["7-a-cat.png"]
+    assert [p.name for p in await response.asave_all(tmp_path / "all")] == ["a-cat-7.png"]
 
 
 # --- saving ------------------------------------------------------------------------------------
@@ -63,9 +63,9 @@ async def test_async_read_and_save(async_stepfun_client: AsyncStepFun, tmp_path:
 def test_save_into_a_directory_names_the_file_from_seed_and_prompt(stepfun_client: StepFun, tmp_path: Path) -> None:
     image = generate(stepfun_client)
     path = image.save(f"{tmp_path}/out/")
-    assert path == tmp_path / "out" / "1234-a-cat-in-a-hat.png"
+    assert path == tmp_path / "out" / "a-cat-in-a-hat-1234.png"
     again = image.save(tmp_path / "out")
-    assert again.name == "1234-a-cat-in-a-hat-2.png", "an existing file is never overwritten"
+    assert again.name == "a-cat-in-a-hat-1234-2.png", "an existing file is never overwritten"
     assert image.save(tmp_path / "new").parent == tmp_path / "new", "a name without a suffix is a directory"
 
 
@@ -74,7 +74,7 @@ def test_save_to_a_file_name_and_save_all(stepfun_client: StepFun, tmp_path: Pat
     assert image.save(tmp_path / "deep" / "er" / "mine.png") == tmp_path / "deep" / "er" / "mine.png"
     response = stepfun_client.images.generate(model="step-2x-large", prompt="一只猫", size="256x256", seed=9)
     paths = response.save_all(tmp_path / "batch")
-    assert [p.name for p in paths] == ["9-一只猫.png"]
+    assert [p.name for p in paths] == ["一只猫-9.png"]
 
 
 def test_a_crash_mid_write_leaves_no_file_under_the_final_name(
@@ -287,7 +287,7 @@ def test_a_jpeg_result_gets_its_metadata_in_a_sidecar(tmp_path: Path) -> None:
     image = StepFunImage(b64_json=base64.b64encode(buffer.getvalue()).decode(), seed=77)
     image._context = {"endpoint": "generations", "model": "step-2x-large", "prompt": "a jpeg cat", "seed": 1}
     path = image.save(tmp_path)
-    assert path.name == "77-a-jpeg-cat.jpg" and path.read_bytes() == buffer.getvalue()
-    assert (tmp_path / "77-a-jpeg-cat.jpg.json").is_file()
+    assert path.name == "a-jpeg-cat-77.jpg" and path.read_bytes() == buffer.getvalue()
+    assert (tmp_path / "a-jpeg-cat-77.jpg.json").is_file()
     meta = read_metadata(path)
     assert meta is not None and meta["seed"] == 77 and meta["prompt"] == "a jpeg cat"

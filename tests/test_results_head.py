@@ -24,11 +24,11 @@ def test_the_summary_and_the_notebook_view_sniff_the_head_only() -> None:
 
 def test_the_default_file_name_comes_from_the_head() -> None:
     image = a_large_inline_png()
-    assert default_filename(image) == "7-a-cat.png"
+    assert default_filename(image) == "a-cat-7.png"
     assert image._data is None
 
 
 def test_unreadable_base64_shows_as_an_unknown_image() -> None:
     image = StepFunImage(b64_json="@@@@" * 30, seed=1)
     assert image._summary() == "<StepFunImage seed 1, b64_json 120 B>"
-    assert default_filename(image) == "1-image.png"
+    assert default_filename(image) == "image-1.png"

@@ -35,7 +35,7 @@ async def test_concurrent_asaves_into_one_folder_keep_every_image(
 ) -> None:
     images = await four_foxes(async_stepfun_client)
     paths = await asyncio.gather(*(image.asave(tmp_path) for image in images))
-    assert sorted(p.name for p in paths) == ["7-a-fox-2.png", "7-a-fox-3.png", "7-a-fox-4.png", "7-a-fox.png"]
+    assert sorted(p.name for p in paths) == ["a-fox-7-2.png", "a-fox-7-3.png", "a-fox-7-4.png", "a-fox-7.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths), "no temp file is left"
     for image, path in zip(images, paths, strict=True):
         assert path.stat().st_size > len(image.read()), "each name holds its own image (plus metadata)"
@@ -72,7 +72,7 @@ def test_without_hard_links_names_are_still_claimed_exclusively(
 
     monkeypatch.setattr(os, "link", no_links)
     names = [image.save(tmp_path).name for _ in range(3)]
-    assert names == ["7-a-fox.png", "7-a-fox-2.png", "7-a-fox-3.png"]
+    assert names == ["a-fox-7.png", "a-fox-7-2.png", "a-fox-7-3.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
     assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in names)
 

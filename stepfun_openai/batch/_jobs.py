@@ -216,21 +216,50 @@ def _file_digest(path: str) -> str | None:
         return None
 
 
+_NOT_IN_ID = frozenset({"response_format", "fit"})
+"""Not part of a job's identity: the batch always asks for ``b64_json``, and ``fit`` only decides
+whether an image that does not fit is converted or refused (so adding ``fit`` to a batch that
+made most of its images does not make them again)."""
+
+
 def content_id(endpoint: str, params: Mapping[str, Any]) -> str:
     """The id of a job without one: a hash of its endpoint and parameters."""
     canonical = {
         "endpoint": endpoint,
-        "params": _canonical({k: v for k, v in params.items() if k != "response_format"}),
+        "params": _canonical({k: v for k, v in params.items() if k not in _NOT_IN_ID}),
     }
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return digest[:16]
 
 
-def _file_stem(job_id: str) -> str:
+def _safe_id(job_id: str) -> str:
+    """``job_id`` as a piece of a file name (an id that had to change gets a hash of itself)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job_id).strip("._")[:80] or "job"
     if safe != job_id:
         safe += "-" + hashlib.sha256(job_id.encode()).hexdigest()[:8]
     return safe
+
+
+def _file_stems(works: list[_Work]) -> None:
+    """Name each job's images: ``<prompt slug>-<job id>`` (the package's one scheme,
+    :func:`~stepfun_openai._results.image_stem`, tagged with the job id instead of the seed).
+
+    The id is unique in the batch and the same on every run, so a resumed job writes the file
+    its earlier attempt would have. Two jobs whose names would still meet (user-given ids such
+    as ``b-c`` under prompt ``a`` and ``c`` under ``a b``; or ``A`` and ``a`` on a
+    case-insensitive disk) get a hash of their id appended, decided by the job list alone, so
+    resuming the same list gives the same names. Manifests written by earlier versions (files
+    named ``<job id>.png``) resume as well: finished jobs are skipped by id, their files kept."""
+    from .._results import image_stem
+
+    taken: set[str] = set()
+    for work in works:
+        prompt = work.params.get("prompt")
+        stem = image_stem(prompt if isinstance(prompt, str) else None, _safe_id(work.id))
+        if stem.casefold() in taken:
+            stem += "-" + hashlib.sha256(work.id.encode()).hexdigest()[:8]
+        taken.add(stem.casefold())
+        work.stem = stem
 
 
 def describe_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -296,6 +325,7 @@ class _Work:
     endpoint: JobEndpoint
     params: dict[str, Any]
     invalid: str | None = None  # why the job could not even be read
+    stem: str = ""  # its images' file name, without the number and extension (_file_stems)
     attempts: int = 0
     rate_limited: int = 0
 
@@ -321,7 +351,19 @@ def _check_defaults(defaults: Mapping[str, Any]) -> None:
         )
 
 
+def _serves(model: object, endpoint: JobEndpoint) -> bool:
+    """Whether a default ``model`` applies to a job of ``endpoint``: the catalog says the model
+    serves it, or the catalog does not know the model (then StepFun, or validation, says)."""
+    spec = catalog.get_model(model) if isinstance(model, str) else None
+    return spec is None or spec.spec(_CATALOG_ENDPOINT[endpoint]) is not None
+
+
 def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[str, Any]) -> list[_Work]:
+    """The jobs as work: defaults applied, ids given, unknown parameters marked invalid.
+
+    A parameter in ``defaults`` applies to every job whose endpoint takes it and that does not set
+    it, except ``model``: a default model applies only to the jobs whose endpoint it serves (a
+    generation model never lands on an edit job, which keeps its own default model)."""
     _check_defaults(defaults)
     works: list[_Work] = []
     seen: Counter[str] = Counter()
@@ -339,7 +381,12 @@ def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[s
             job_id = job.id or "invalid-" + hashlib.sha256(repr(job.params).encode()).hexdigest()[:12]
             works.append(_Work(index, job_id, job.endpoint, dict(job.params), invalid=job.error))
             continue
-        params = {**{k: v for k, v in defaults.items() if k in allowed[job.endpoint]}, **job.params}
+        applied = {
+            k: v
+            for k, v in defaults.items()
+            if k in allowed[job.endpoint] and (k != "model" or _serves(v, job.endpoint))
+        }
+        params = {**applied, **job.params}
         for name in _IGNORED_PARAMS:
             params.pop(name, None)
         params.setdefault("model", DEFAULT_MODELS[job.endpoint])
@@ -359,4 +406,5 @@ def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[s
             known = ", ".join(sorted(allowed[job.endpoint]))
             invalid = f"unknown parameter(s) {', '.join(unknown)} for {job.endpoint}; known: {known}"
         works.append(_Work(index, job_id, job.endpoint, params, invalid=invalid))
+    _file_stems(works)
     return works

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,7 +23,10 @@ __all__ = ["FINISHED", "MAX_LINE_BYTES", "Manifest", "ManifestLockedError", "rem
 
 FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
 """Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
-or account error that outlived the retries) runs again."""
+or account error that outlived the retries) runs again, and so does an ``invalid`` job that was
+refused locally (no HTTP status in its error): checking it again costs no request, and the fix
+the refusal advised (``fit=True``, a corrected file, another default) then takes effect. A 400
+from StepFun stays final: it cost a request, and the same request would get the same answer."""
 
 _STALE_TEMP = re.compile(
     r"^\..+\.(png|jpg|jpeg|webp|gif)(\.json)?\.[0-9a-f]+" + re.escape(TEMP_SUFFIX) + r"$"  # _files' temp names
@@ -105,9 +108,10 @@ class Manifest:
         latest: dict[str, tuple[str, str | None]] = {}
         self.missing_files = 0
         for event in self.events():
-            status = event["status"]
-            if status in FINISHED and (status != "succeeded" or self._files_exist(event)):
-                error = event.get("error")
+            status = event.get("status")
+            error = event.get("error")
+            refused_locally = status == "invalid" and not (isinstance(error, dict) and "status" in error)
+            if status in FINISHED and not refused_locally and (status != "succeeded" or self._files_exist(event)):
                 kind = error.get("type") if isinstance(error, dict) else None
                 latest[event["id"]] = (status, kind if isinstance(kind, str) else None)
             else:
@@ -126,6 +130,16 @@ class Manifest:
         if not present:
             self.missing_files += 1
         return present
+
+    def errors(self, ids: Collection[str]) -> dict[str, object]:
+        """The ``error`` of each of ``ids`` on its last line: for the few reasons a resumed
+        batch's summary shows (one more pass, holding only these)."""
+        wanted = set(ids)
+        found: dict[str, object] = {}
+        for event in self.events():
+            if event["id"] in wanted:
+                found[event["id"]] = event.get("error")
+        return found
 
     def open(self) -> None:
         """Open for appending, holding an exclusive lock so two batches cannot share the manifest."""

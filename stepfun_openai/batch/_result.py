@@ -27,6 +27,10 @@ class BatchResult:
     """Jobs whose request failed (they run again when the batch is resumed)."""
     failures: Counter[str] = field(default_factory=Counter)
     """Why jobs did not produce an image, by reason (error type, ``content_filtered``, ...)."""
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
+    """The first few jobs that did not produce an image (:data:`PROBLEMS_SHOWN`, in the order
+    they were recorded; earlier runs' first): ``(job id, status, message)``. Every one is in the
+    manifest; these are what :meth:`summary` shows."""
     generated: int = 0
     """Images generated in this run."""
     rate_limited: int = 0
@@ -75,6 +79,11 @@ class BatchResult:
             if not_started:
                 reasons.append(f"{not_started} not started")
             lines.append(f"not done: {', '.join(reasons)}")
+            lines += [f"  {status} job {job_id}: {_one_line(message)}" for job_id, status, message in self.problems]
+            shown, recorded = len(self.problems), self.total - self.succeeded - not_started
+            if recorded > shown:
+                more = f"{recorded - shown} more" if shown else f"{recorded} jobs"
+                lines.append(f"  ... {more}: every reason is in {self.manifest}")
         lines.append(f"images in {self.out}/, manifest {self.manifest}")
         if self.unreadable_lines or self.missing_files:
             notes = []
@@ -106,6 +115,28 @@ class BatchInterrupted(KeyboardInterrupt):
             f"batch interrupted: {result.succeeded} of {result.total} done; run it again with the same "
             f"manifest ({result.manifest}) to resume"
         )
+
+
+PROBLEMS_SHOWN = 5
+"""Jobs without an image whose reason the summary shows (the manifest holds them all)."""
+_MESSAGE_CHARS = 300
+
+
+def _one_line(message: str) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
+
+
+def note_problem(result: BatchResult, job_id: str, status: str, error: object) -> None:
+    """Keep a job's reason for the summary, while fewer than :data:`PROBLEMS_SHOWN` are kept."""
+    if len(result.problems) >= PROBLEMS_SHOWN:
+        return
+    message = error.get("message") if isinstance(error, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    text = message if isinstance(message, str) else status
+    if isinstance(kind, str) and kind not in text and kind != "StepFunValidationError":
+        text = f"{kind}: {text}"
+    result.problems.append((job_id, status, text))
 
 
 def _count(result: BatchResult, status: str, reason: str | None = None) -> None:

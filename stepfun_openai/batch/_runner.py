@@ -27,14 +27,15 @@ from .._exceptions import (
     InsufficientBalanceError,
     StepFunRateLimitError,
     StepFunValidationError,
+    caller_stacklevel,
     get_trace_id,
 )
 from .._retry import RetryPolicy, async_retrying, explain_connection_error, retry_after_seconds
-from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _file_stem, _prepare, _Work, describe_params
+from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _prepare, _Work, describe_params
 from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
 from ._ratelimit import AdaptiveLimiter, resolve_limits
-from ._result import BatchInterrupted, BatchResult, _count
+from ._result import PROBLEMS_SHOWN, BatchInterrupted, BatchResult, _count, note_problem
 from ._writer import Commit, GroupWriter
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ class _Runner:
             await self._fail(work, exc, started)
             return
         event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
-        await self.writer.commit(Commit(event, images=images, stem=_file_stem(work.id)))
+        await self.writer.commit(Commit(event, images=images, stem=work.stem))
 
 
 def _committed(result: BatchResult, limiter: AdaptiveLimiter, bar: Progress) -> Any:
@@ -286,6 +287,8 @@ def _committed(result: BatchResult, limiter: AdaptiveLimiter, bar: Progress) -> 
                 result.generated += 1
                 result.files.extend(commit.files)
             _count(result, status, commit.reason)
+            if status != "succeeded":
+                note_problem(result, commit.event["id"], status, commit.event.get("error"))
         not_ok = result.total - result.pending - result.succeeded + result.failed
         bar.update(succeeded=result.succeeded, failed=not_ok, rate_limited=limiter.rate_limited, advance=len(group))
 
@@ -316,16 +319,18 @@ async def arun(
     ``image2image`` / ``edit`` plus optional ``endpoint`` and ``id``, or prompt strings).
 
     Args:
-      out: the directory the images go to (created if missing).
+      out: the directory the images go to (created if missing), each named
+        ``<prompt slug>-<job id>.png`` (the same name on every run, so a resumed job rewrites its
+        own file; the seed is in the manifest and in the image's provenance).
       manifest: the JSONL manifest, default ``out/manifest.jsonl``. Jobs it records as finished
         are skipped, so running the same batch again resumes it; a succeeded job whose image file
         was deleted runs again, and unreadable lines are skipped (both counted in the result).
       client: an ``AsyncStepFun``; default one from the environment (``STEPFUN_API_KEY``).
-      concurrency: requests in flight at most (wins over the tier's).
-      rpm: requests per minute at most (wins over the tier's).
-      tier: the account's tier, ``V0`` to ``V5`` (``catalog.RATE_LIMIT_TIERS``); with none of the
-        three limits, tier V0 (5 concurrent, 10/minute).
-      defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``.
+      concurrency, rpm, tier: the limits; explicit values win over the tier's
+        (``catalog.RATE_LIMIT_TIERS``); with none of them, tier V0 (5 concurrent, 10/minute).
+      defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``;
+        each applies to the jobs whose endpoint takes it, and ``model`` only to the jobs whose
+        endpoint that model serves (the others keep their endpoint's default model).
       progress: show a progress bar (tqdm if installed, else a line on stderr every few seconds).
     """
     started = time.monotonic()
@@ -357,6 +362,11 @@ async def arun(
             if status == "failed":
                 reason = error_type or "failed"
             _count(result, status, reason)
+        earlier = [work.id for work in works if finished.get(work.id, ("succeeded",))[0] != "succeeded"]
+        if earlier:
+            errors = book.errors(earlier[:PROBLEMS_SHOWN])
+            for job_id in earlier[:PROBLEMS_SHOWN]:
+                note_problem(result, job_id, finished[job_id][0], errors.get(job_id))
         del finished
         client, owned = await _client_for(client, limits.concurrency)
         limiter = AdaptiveLimiter(limits)
@@ -427,7 +437,7 @@ async def _client_for(client: AsyncStepFun | None, concurrency: int) -> tuple[As
         f"({concurrency}): at most {limit} requests will be in flight. Build the client with "
         f"http_client=openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_connections={concurrency}))",
         UserWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
     return client, owned
 
@@ -457,6 +467,8 @@ def run(
         pass
     else:
         raise RuntimeError("an event loop is already running (a notebook?): use `await stepfun_openai.batch.arun(...)`")
+    if client is not None:
+        _warn_if_users_http_client(client)  # here, on the caller's stack, so it points at their line
     holder: list[BatchResult] = []
 
     async def main() -> BatchResult:
@@ -494,6 +506,12 @@ def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
     from .._client import AsyncStepFun
     from .._compat import AsyncHttpxClientWrapper
 
+    fresh = AsyncHttpxClientWrapper(base_url=client.base_url, timeout=client.timeout)  # the SDK's default
+    return client.copy(http_client=fresh) if isinstance(client, AsyncStepFun) else client.to_async(http_client=fresh)
+
+
+def _warn_if_users_http_client(client: StepFun | AsyncStepFun) -> None:
+    """``run()`` cannot send through the caller's own HTTP client (see :func:`_async_twin`)."""
     if client._http_client_is_users:
         # Said here, not by to_async(): its advice (pass an httpx2.AsyncClient) is not for run().
         warnings.warn(
@@ -502,7 +520,5 @@ def _async_twin(client: StepFun | AsyncStepFun) -> AsyncStepFun:
             "client's pool limits, proxies, transport or event hooks. To use yours: await batch.arun(..., "
             "client=AsyncStepFun(http_client=httpx2.AsyncClient(...)))",
             UserWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
-    fresh = AsyncHttpxClientWrapper(base_url=client.base_url, timeout=client.timeout)  # the SDK's default
-    return client.copy(http_client=fresh) if isinstance(client, AsyncStepFun) else client.to_async(http_client=fresh)
