@@ -273,7 +273,8 @@ async def test_a_batch_job_answered_with_an_unusable_image_is_failed_not_done(b6
     good, _ = _async_client(_body(_item(_b64(PNG))))
     again = await batch.arun([JOB], out=tmp_path, client=good, concurrency=1, rpm=None, progress=False)
     assert again.generated == 1 and again.succeeded == 1, "resuming runs the failed job again"
-    assert (tmp_path / "cat.png").read_bytes().startswith(PNG[:16])
+    (written,) = again.files
+    assert written.parent == tmp_path and written.read_bytes().startswith(PNG[:16])
     await good.close()
 
 
@@ -503,10 +504,11 @@ def test_a_manifest_ending_in_invalid_utf8_opens_for_appending(tmp_path: Path) -
     manifest.path.write_bytes(b'{"id": "a", "status": "failed"}\n\xff\xfe')
 
     manifest.open()
-    manifest.append({"id": "b", "status": "invalid", "note": "lone \ud800 surrogate"})
+    error = {"type": "BadRequestError", "status": 400}  # StepFun's 400: final (a local refusal is re-checked)
+    manifest.append({"id": "b", "status": "invalid", "error": error, "note": "lone \ud800 surrogate"})
     manifest.close()
 
-    assert manifest.finished() == {"b": ("invalid", None)} and manifest.skipped_lines == 1
+    assert manifest.finished() == {"b": ("invalid", "BadRequestError")} and manifest.skipped_lines == 1
     assert manifest.read()["b"]["note"] == "lone \ud800 surrogate"
 
 
@@ -588,12 +590,12 @@ async def test_a_succeeded_job_whose_file_was_deleted_runs_again(tmp_path: Path)
     client, sent = _async_client(_body(_item(_b64(PNG))))
     first = await batch.arun([JOB], out=tmp_path, client=client, concurrency=1, rpm=None, progress=False)
     assert first.generated == 1
-    (tmp_path / "cat.png").unlink()
+    (tmp_path / "a-cat-cat.png").unlink()
 
     again = await batch.arun([JOB], out=tmp_path, client=client, concurrency=1, rpm=None, progress=False)
 
     assert again.generated == 1 and again.skipped == 0 and again.missing_files == 1 and len(sent) == 2
-    assert (tmp_path / "cat.png").is_file()
+    assert (tmp_path / "a-cat-cat.png").is_file()
     assert "1 succeeded job(s) run again: their image file was missing" in again.summary()
     third = await batch.arun([JOB], out=tmp_path, client=client, concurrency=1, rpm=None, progress=False)
     assert third.skipped == 1 and third.missing_files == 0 and len(sent) == 2
@@ -623,14 +625,14 @@ def _jpeg_image() -> StepFunImage:
 
 def test_saving_a_jpeg_into_a_folder_never_overwrites_an_unrelated_json(tmp_path: Path) -> None:
     image = _jpeg_image()
-    (tmp_path / "7-a-cat.jpg.json").write_bytes(FOREIGN)
+    (tmp_path / "a-cat-7.jpg.json").write_bytes(FOREIGN)
 
     path = image.save(tmp_path)
 
-    assert path.name == "7-a-cat-2.jpg" and (tmp_path / "7-a-cat.jpg.json").read_bytes() == FOREIGN
+    assert path.name == "a-cat-7-2.jpg" and (tmp_path / "a-cat-7.jpg.json").read_bytes() == FOREIGN
     assert json.loads(sidecar_path(path).read_text())["prompt"] == "a cat"
-    assert not (tmp_path / "7-a-cat.jpg").exists(), "a name is given back when its sidecar's is taken"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["7-a-cat-2.jpg", "7-a-cat-2.jpg.json", "7-a-cat.jpg.json"]
+    assert not (tmp_path / "a-cat-7.jpg").exists(), "a name is given back when its sidecar's is taken"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-cat-7-2.jpg", "a-cat-7-2.jpg.json", "a-cat-7.jpg.json"]
 
 
 def test_saving_a_jpeg_under_a_name_refuses_to_replace_an_unrelated_json(tmp_path: Path) -> None:
@@ -660,17 +662,17 @@ def _jpeg_batch(out: Path) -> batch.BatchResult:
 
 
 def test_a_batch_never_overwrites_an_unrelated_file_or_sidecar(tmp_path: Path) -> None:
-    (tmp_path / "cat.jpg.json").write_bytes(FOREIGN)
-    (tmp_path / "cat-2.jpg").write_bytes(b"the user's own photo")
+    (tmp_path / "a-cat-cat.jpg.json").write_bytes(FOREIGN)
+    (tmp_path / "a-cat-cat-2.jpg").write_bytes(b"the user's own photo")
 
     result = _jpeg_batch(tmp_path)
 
-    assert result.succeeded == 1 and [path.name for path in result.files] == ["cat-3.jpg"]
-    assert (tmp_path / "cat.jpg.json").read_bytes() == FOREIGN
-    assert (tmp_path / "cat-2.jpg").read_bytes() == b"the user's own photo"
+    assert result.succeeded == 1 and [path.name for path in result.files] == ["a-cat-cat-3.jpg"]
+    assert (tmp_path / "a-cat-cat.jpg.json").read_bytes() == FOREIGN
+    assert (tmp_path / "a-cat-cat-2.jpg").read_bytes() == b"the user's own photo"
     line = json.loads((tmp_path / "manifest.jsonl").read_text().splitlines()[-1])
-    assert line["file"] == "cat-3.jpg"
-    assert read_metadata(tmp_path / "cat-3.jpg") is not None
+    assert line["file"] == "a-cat-cat-3.jpg"
+    assert read_metadata(tmp_path / "a-cat-cat-3.jpg") is not None
 
 
 def test_a_batch_replaces_its_own_file_of_the_same_job(tmp_path: Path) -> None:
@@ -679,16 +681,16 @@ def test_a_batch_replaces_its_own_file_of_the_same_job(tmp_path: Path) -> None:
 
     again = _jpeg_batch(tmp_path)
 
-    assert [path.name for path in first.files] == [path.name for path in again.files] == ["cat.jpg"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.jpg", "cat.jpg.json", "manifest.jsonl"]
+    assert [path.name for path in first.files] == [path.name for path in again.files] == ["a-cat-cat.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-cat-cat.jpg", "a-cat-cat.jpg.json", "manifest.jsonl"]
 
 
 def test_a_png_batch_never_overwrites_an_unrelated_png(tmp_path: Path) -> None:
-    (tmp_path / "cat.png").write_bytes(tiny_png(3, 3))  # a PNG without our provenance
+    (tmp_path / "a-cat-cat.png").write_bytes(tiny_png(3, 3))  # a PNG without our provenance
     result = _run_batch(tmp_path, PNG)
 
-    assert [path.name for path in result.files] == ["cat-2.png"]
-    assert (tmp_path / "cat.png").read_bytes() == tiny_png(3, 3)
+    assert [path.name for path in result.files] == ["a-cat-cat-2.png"]
+    assert (tmp_path / "a-cat-cat.png").read_bytes() == tiny_png(3, 3)
 
 
 def test_the_cli_never_overwrites_an_unrelated_file_in_its_folder(
