@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import ThreadingHTTPServer
 from types import TracebackType
@@ -20,12 +19,14 @@ from typing import Any
 
 from ._faults import FAULT_KINDS, parse_faults
 from ._render import METADATA_KEY, read_png_metadata
-from ._server import MAX_BODY_BYTES, EmulatorConfig, EmulatorState, make_server
+from ._server import MAX_BODY_BYTES, READ_TIMEOUT, EmulatorConfig, EmulatorState, make_server
+from ._wire import FetchError, get
 
 __all__ = [
     "FAULT_KINDS",
     "MAX_BODY_BYTES",
     "METADATA_KEY",
+    "READ_TIMEOUT",
     "Emulator",
     "EmulatorConfig",
     "parse_faults",
@@ -33,12 +34,19 @@ __all__ = [
 ]
 
 
+_DOWNLOAD_SECONDS = 30.0
+_DOWNLOAD_MAX_BYTES = 256 * 1024 * 1024
+"""Far above any image the emulator makes (4096x4096 RGBA stored uncompressed is 64 MB)."""
+
+
 class Emulator:
     """A running (once started) StepFun emulator; the options mirror the CLI flags.
 
     ``faults`` takes the CLI's ``"503=0.1,reset=0.02"`` or a mapping; ``block_words`` and
     ``filter_words`` are the moderation lists; ``clock`` replaces ``time.time`` for
-    ``created``, URL expiry and the RPM window.
+    ``created``, URL expiry and the RPM window. ``read_timeout`` (30 s) is how long a client may
+    take to send a request's head, and then its body; an idle connection closes after as long.
+    ``max_body_bytes`` (20 MB) caps a body under any framing.
     """
 
     def __init__(
@@ -59,6 +67,7 @@ class Emulator:
         block_words: Iterable[str] = (),
         filter_words: Iterable[str] = (),
         max_body_bytes: int = MAX_BODY_BYTES,
+        read_timeout: float = READ_TIMEOUT,
         clock: Callable[[], float] | None = None,
         verbose: bool = False,
     ) -> None:
@@ -78,6 +87,7 @@ class Emulator:
             block_words=tuple(block_words),
             filter_words=tuple(filter_words),
             max_body_bytes=max_body_bytes,
+            read_timeout=read_timeout,
             clock=clock or time.time,
             verbose=verbose,
         )
@@ -192,10 +202,15 @@ class Emulator:
             time.sleep(0.005)
 
     def download(self, url: str) -> bytes:
-        """GET ``url`` (e.g. a ``data[].url`` the emulator returned)."""
-        with urllib.request.urlopen(url, timeout=30) as response:
-            data: bytes = response.read()
-        return data
+        """GET ``url`` (e.g. a ``data[].url`` the emulator returned), as a test's helper.
+
+        Bounded: 30 s in all, at most 256 MB, no redirects (the emulator never sends one); a
+        failure is a ``RuntimeError`` saying why, with the URL's signature redacted.
+        """
+        try:
+            return get(url, max_bytes=_DOWNLOAD_MAX_BYTES, seconds=_DOWNLOAD_SECONDS)
+        except FetchError as exc:
+            raise RuntimeError(f"download failed: {exc}") from None
 
     def __repr__(self) -> str:
         where = self.base_url if self._server is not None else "not running"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .. import catalog
-from . import FAULT_KINDS, Emulator, parse_faults
+from . import FAULT_KINDS, READ_TIMEOUT, Emulator, parse_faults
 
 __all__ = ["add_emulator_arguments", "main", "run_from_args"]
 
@@ -34,6 +34,14 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
     server.add_argument("--api-key", help="accept only this bearer key (default: any non-empty key)")
     server.add_argument("--url-ttl", type=int, default=3600, help="lifetime of image URLs in seconds (default: 3600)")
+    server.add_argument(
+        "--read-timeout",
+        type=float,
+        default=READ_TIMEOUT,
+        metavar="SECONDS",
+        help="a client's time to send a request's head, then its body; idle connections close after it "
+        "(default: %(default)g)",
+    )
     server.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
     limits = parser.add_argument_group("generation time and rate limits (default: none)")
@@ -87,6 +95,7 @@ def emulator_from_args(args: argparse.Namespace) -> Emulator:
         url_ttl=args.url_ttl,
         block_words=args.block_words,
         filter_words=args.filter_words,
+        read_timeout=args.read_timeout,
         verbose=args.verbose,
     )
 
