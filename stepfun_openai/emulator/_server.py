@@ -343,6 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     server_version = "stepfun-emulator"
+    default_request_version = "HTTP/1.1"  # so that an error about a bad request line still has a status line
     sys_version = ""
 
     def setup(self) -> None:
@@ -377,9 +378,12 @@ class _Handler(BaseHTTPRequestHandler):
             if not line:
                 self.close_connection = True
                 return
-            if len(line) > 65536 or not line.strip():
+            if len(line) > 65536 or len(line.split()) != 3:
+                # Answered as HTTP/1.1: the stdlib would take a line without a version for HTTP/0.9
+                # and answer with a bare body, no status line.
                 self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
-                self.send_error(414 if line.strip() else 400)
+                self.close_connection = True
+                self.send_error(414 if len(line) > 65536 else 400)
                 return
             if not self.parse_request():
                 return  # the stdlib has answered (400, 414, 431, 505) and closes

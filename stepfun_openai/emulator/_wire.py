@@ -95,7 +95,7 @@ def get(
     A longer body is refused as soon as its length is known (the header, or the byte past the limit).
     """
     deadline = time.monotonic() + seconds
-    for _ in range(max_redirects + 1):
+    for hop in range(max_redirects + 1):
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname or ""
         if parts.scheme.lower() not in ("http", "https"):
@@ -114,7 +114,13 @@ def get(
             connection.request("GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")))
             response = connection.getresponse()
             if response.status in _REDIRECTS and response.getheader("Location"):
-                url = urllib.parse.urljoin(url, response.getheader("Location", ""))
+                target = urllib.parse.urljoin(url, response.getheader("Location", ""))
+                if hop == max_redirects:
+                    raise FetchError(
+                        f"HTTP {response.status} from {redact_url(url)} redirects to {redact_url(target)}; "
+                        f"at most {max_redirects} redirects are followed"
+                    )
+                url = target
                 continue
             if response.status != 200:
                 raise FetchError(f"HTTP {response.status} from {redact_url(url)}")
@@ -125,7 +131,7 @@ def get(
             raise FetchError(f"fetching {redact_url(url)} failed: {exc!r}") from None
         finally:
             connection.close()
-    raise FetchError(f"more than {max_redirects} redirects")
+    raise AssertionError("unreachable: the last hop returns or raises")
 
 
 def _read_at_most(response: http.client.HTTPResponse, limit: int) -> bytes:
