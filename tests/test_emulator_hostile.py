@@ -455,7 +455,7 @@ def test_emulator_download_follows_no_redirect(emu: Emulator) -> None:
             within(10, lambda: emu.download(server.url + "/x.png"))
 
 
-# --- 4. idle and slow clients ------------------------------------------------------------------------------------
+# --- 4. idle, slow and stalled clients ---------------------------------------------------------------------------
 
 
 def test_an_idle_connection_is_closed_after_the_read_timeout(quick: Emulator) -> None:
@@ -525,6 +525,33 @@ def test_a_slowloris_client_is_cut_off_while_others_are_served(quick: Emulator) 
         assert max(cut_after) < 5, cut_after
     finally:
         stop.set()
+
+
+def test_a_client_that_never_reads_its_responses_is_dropped(quick: Emulator) -> None:
+    # 200 pipelined requests, ~15 MB of answers, into a 4 KB receive buffer nobody reads: the
+    # server's write blocks, and gives up after the read timeout instead of holding its thread.
+    request = json_request(
+        json.dumps({**json.loads(BODY), "response_format": "b64_json", "seed": 1, "size": "1024x1024"}).encode()
+    )
+
+    def run() -> tuple[int, int]:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", quick.port))
+            sock.sendall(request * 200)
+            time.sleep(3)  # six read timeouts
+            one = read_reply(sock)
+            received = len(one.body)
+            try:
+                while got := sock.recv(1 << 20):
+                    received += len(got)
+            except ConnectionResetError:
+                pass
+            return received, len(one.body) * 200
+
+    received, promised = within(20, run)
+    assert received < promised / 2, "the server kept writing to a client that reads nothing"
 
 
 def test_the_read_timeout_has_a_cli_flag_and_defaults_to_30_s() -> None:

@@ -278,9 +278,10 @@ class _Server(ThreadingHTTPServer):
         super().__init__((state.config.host, state.config.port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client gone mid-response (timed out on a ``slow`` fault, killed, or reset) is routine
-        # for a test server: no traceback. Any other error is a bug and keeps its traceback.
-        if isinstance(sys.exc_info()[1], _CLIENT_GONE):
+        # A client gone mid-response (timed out on a ``slow`` fault, killed, or reset) or too slow
+        # to read it (the read timeout) is routine for a test server: no traceback. Any other
+        # error is a bug and keeps its traceback.
+        if isinstance(sys.exc_info()[1], (*_CLIENT_GONE, TimeoutError)):
             return
         super().handle_error(request, client_address)
 
