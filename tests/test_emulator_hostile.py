@@ -554,7 +554,39 @@ def test_a_client_that_never_reads_its_responses_is_dropped(quick: Emulator) -> 
     assert received < promised / 2, "the server kept writing to a client that reads nothing"
 
 
-def test_the_read_timeout_has_a_cli_flag_and_defaults_to_30_s() -> None:
-    assert Emulator().config.read_timeout == 30.0
-    assert emulator_from_args(build_parser().parse_args([])).config.read_timeout == 30.0
-    assert emulator_from_args(build_parser().parse_args(["--read-timeout", "2.5"])).config.read_timeout == 2.5
+def test_connections_beyond_max_connections_get_503_at_once() -> None:
+    with Emulator(max_connections=2, read_timeout=5) as small:
+
+        def run() -> None:
+            held = [connect(small), connect(small)]  # two idle connections take both threads
+            third = ask(small, head("/_emulator/stats", method="GET"))
+            assert third.status == 503
+            assert third.error()["type"] == "server_busy"
+            assert third.headers["retry-after"] == "1"
+            held.pop().close()  # a slot comes free as soon as its thread sees the close
+            for _ in range(100):
+                with connect(small) as sock:
+                    sock.sendall(head("/_emulator/stats", method="GET"))
+                    if read_reply(sock).status == 200:
+                        break
+                time.sleep(0.05)
+            else:
+                pytest.fail("no slot came free after a connection closed")
+            held[0].close()
+
+        within(20, run)
+
+
+def test_the_bounds_have_cli_flags_defaults_and_checks() -> None:
+    assert (Emulator().config.read_timeout, Emulator().config.max_connections) == (30.0, 1024)
+    defaults = emulator_from_args(build_parser().parse_args([])).config
+    assert (defaults.read_timeout, defaults.max_connections) == (30.0, 1024)
+    given = emulator_from_args(build_parser().parse_args(["--read-timeout", "2.5", "--max-connections", "8"])).config
+    assert (given.read_timeout, given.max_connections) == (2.5, 8)
+    for flag, value in (("--read-timeout", "0"), ("--max-connections", "-1"), ("--read-timeout", "soon")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([flag, value])
+    with pytest.raises(ValueError, match="read_timeout must be a positive number of seconds"):
+        Emulator(read_timeout=0)
+    with pytest.raises(ValueError, match="max_connections must be at least 1"):
+        Emulator(max_connections=0)

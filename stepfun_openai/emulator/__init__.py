@@ -19,12 +19,13 @@ from typing import Any
 
 from ._faults import FAULT_KINDS, parse_faults
 from ._render import METADATA_KEY, read_png_metadata
-from ._server import MAX_BODY_BYTES, READ_TIMEOUT, EmulatorConfig, EmulatorState, make_server
+from ._server import MAX_BODY_BYTES, MAX_CONNECTIONS, READ_TIMEOUT, EmulatorConfig, EmulatorState, make_server
 from ._wire import FetchError, get
 
 __all__ = [
     "FAULT_KINDS",
     "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
     "METADATA_KEY",
     "READ_TIMEOUT",
     "Emulator",
@@ -46,7 +47,8 @@ class Emulator:
     ``filter_words`` are the moderation lists; ``clock`` replaces ``time.time`` for
     ``created``, URL expiry and the RPM window. ``read_timeout`` (30 s) is how long a client may
     take to send a request's head, and then its body; an idle connection closes after as long.
-    ``max_body_bytes`` (20 MB) caps a body under any framing.
+    ``max_body_bytes`` (20 MB) caps a body under any framing; ``max_connections`` (1024) caps
+    the connections served at once (one more gets a 503).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Emulator:
         filter_words: Iterable[str] = (),
         max_body_bytes: int = MAX_BODY_BYTES,
         read_timeout: float = READ_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
         clock: Callable[[], float] | None = None,
         verbose: bool = False,
     ) -> None:
@@ -88,6 +91,7 @@ class Emulator:
             filter_words=tuple(filter_words),
             max_body_bytes=max_body_bytes,
             read_timeout=read_timeout,
+            max_connections=max_connections,
             clock=clock or time.time,
             verbose=verbose,
         )

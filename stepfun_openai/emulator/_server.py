@@ -30,10 +30,13 @@ from ._ratelimit import RateLimiter, rate_limit_message
 from ._render import RenderCache, RenderJob
 from ._wire import DeadlineReader
 
-__all__ = ["MAX_BODY_BYTES", "READ_TIMEOUT", "EmulatorConfig", "EmulatorState", "make_server"]
+__all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "READ_TIMEOUT", "EmulatorConfig", "EmulatorState", "make_server"]
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 """DECIDED: a 10 MB image as base64 inside JSON (about 14 MB) fits."""
+
+MAX_CONNECTIONS = 1024
+"""Far above what a test suite opens (an SDK pool keeps up to 100); a flood beyond it gets 503s."""
 
 READ_TIMEOUT = 30.0
 """Seconds a client has to send a request's head, and again its body; also the longest a write may take."""
@@ -95,6 +98,8 @@ class EmulatorConfig:
     """A prompt containing one of these gets a 200 with ``finish_reason: content_filtered``."""
     max_body_bytes: int = MAX_BODY_BYTES
     """Larger bodies get 413, under any framing (``Content-Length``, chunked), before they are buffered."""
+    max_connections: int = MAX_CONNECTIONS
+    """Connections served at once (a thread each); one more is answered 503 ``server_busy`` and closed."""
     read_timeout: float = READ_TIMEOUT
     """Seconds a client has to send a request's head (from the moment the server waits for it, so an
     idle keep-alive connection closes after this long) and then its body; a write of a response
@@ -103,6 +108,12 @@ class EmulatorConfig:
     clock: Callable[[], float] = time.time
     """Wall clock for ``created``, URL expiry and the RPM window; tests inject a fake one."""
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.read_timeout > 0:
+            raise ValueError(f"read_timeout must be a positive number of seconds, not {self.read_timeout!r}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {self.max_connections!r}")
 
     def limits(self) -> tuple[int | None, int | None]:
         """``(concurrency, rpm)``: explicit values win over the tier's."""
@@ -264,6 +275,13 @@ class EmulatorState:
 
 
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError)
+_BUSY_BODY = json.dumps(
+    {"error": {"message": "Too many connections to the emulator; retry later", "type": "server_busy"}}
+).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class _Server(ThreadingHTTPServer):
@@ -273,9 +291,34 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
+        self._slots = threading.BoundedSemaphore(state.config.max_connections)
         if ":" in state.config.host:
             self.address_family = socket.AF_INET6
         super().__init__((state.config.host, state.config.port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread a connection, at most max_connections of them: a flood of connections (each
+        # held up to read_timeout) cannot spawn threads without end. One over gets a 503 at once,
+        # written from the accept loop without waiting (a fresh socket's send buffer is empty).
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client gone mid-response (timed out on a ``slow`` fault, killed, or reset) or too slow
