@@ -415,6 +415,13 @@ def test_a_redirect_off_loopback_is_refused_not_followed(emu: Emulator, monkeypa
     assert set(dialled) <= {"127.0.0.1"}, dialled  # the emulator dialled nothing but loopback
 
 
+@pytest.mark.parametrize("url", ["http://[::1/x.png", "http://127.0.0.1:99999/x.png", "http://127.0.0.1:1/x.png"])
+def test_an_unusable_source_url_is_400(emu: Emulator, url: str) -> None:
+    reply = image2image(emu, url)
+    assert reply.status == 400
+    assert reply.error()["message"].startswith("Request param: source_url is invalid, recommended val is: ")
+
+
 def test_a_redirect_to_loopback_is_followed(emu: Emulator) -> None:
     source = generate(emu, response_format="url").json()["data"][0]["url"]
     with hostile_server(answer(302, headers={"Location": source})) as server:

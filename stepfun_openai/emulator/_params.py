@@ -375,7 +375,10 @@ def fetch_loopback(name: str, url: str, *, max_bytes: int = catalog.MAX_IMAGE_BY
     largest input image), 10 s in all, and at most 3 redirects, each to loopback too (a redirect
     off the machine is refused, not followed).
     """
-    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:  # an unclosed "[" in the host
+        raise invalid(name, f"a valid URL ({url[:80]!r} is not one)") from None
     if not is_loopback_host(host):
         raise invalid(
             name,

@@ -96,8 +96,11 @@ def get(
     """
     deadline = time.monotonic() + seconds
     for hop in range(max_redirects + 1):
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
+        try:
+            parts = urllib.parse.urlsplit(url)
+            host, port = parts.hostname or "", parts.port
+        except ValueError:  # an unclosed "[", a port out of range
+            raise FetchError(f"not a valid URL: {redact_url(url)}") from None
         if parts.scheme.lower() not in ("http", "https"):
             raise FetchError(f"not an http(s) URL: {redact_url(url)}")
         if not host_allowed(host):
@@ -107,7 +110,7 @@ def get(
             raise FetchError(f"no answer within {seconds:g} s")
         https = parts.scheme.lower() == "https"
         connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
-        connection = connection_class(host, parts.port, timeout=remaining)
+        connection = connection_class(host, port, timeout=remaining)
         try:
             connection.connect()
             connection.sock = _DeadlineSocket(connection.sock, deadline)
