@@ -19,6 +19,7 @@ import pytest
 
 from stepfun_openai.emulator import Emulator, _params
 from stepfun_openai.emulator.__main__ import build_parser, emulator_from_args
+from stepfun_openai.emulator._server import EmulatorState
 
 from ._emulator_helpers import KEY, generate, make_png
 from ._hostile import answer, hostile_server, run_bounded, trickle_body, trickle_headers, within
@@ -384,6 +385,27 @@ def test_a_bad_or_missing_key_is_401_when_a_key_is_set(authorization: str | None
             auth=False,
         )
         assert ask(strict, good + BODY).status == 200
+
+
+def test_a_bug_in_the_emulator_is_a_500_and_keeps_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RuntimeError("a bug in the renderer")
+
+    monkeypatch.setattr(EmulatorState, "render", broken)
+    with Emulator() as emu:
+        reply = ask(emu, json_request())
+        assert reply.status == 500
+        assert reply.error()["type"] == "server_error"
+        assert reply.headers["connection"] == "close"
+        err = ""
+        for _ in range(100):  # the traceback is printed just after the answer is sent
+            err += capfd.readouterr().err
+            if "RuntimeError: a bug in the renderer" in err:
+                break
+            time.sleep(0.02)
+        assert "Traceback" in err and "RuntimeError: a bug in the renderer" in err
 
 
 # --- 3. the loopback fetch of a source image ---------------------------------------------------------------------
