@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from http.server import ThreadingHTTPServer
@@ -22,17 +21,25 @@ from typing import Any
 from .. import catalog
 from ._faults import FAULT_KINDS, parse_faults
 from ._render import METADATA_KEY, read_png_metadata
-from ._server import MAX_BODY_BYTES, EmulatorConfig, EmulatorState, make_server
+from ._server import MAX_BODY_BYTES, MAX_CONNECTIONS, READ_TIMEOUT, EmulatorConfig, EmulatorState, make_server
+from ._wire import FetchError, get
 
 __all__ = [
     "FAULT_KINDS",
     "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
     "METADATA_KEY",
+    "READ_TIMEOUT",
     "Emulator",
     "EmulatorConfig",
     "parse_faults",
     "read_png_metadata",
 ]
+
+
+_DOWNLOAD_SECONDS = 30.0
+_DOWNLOAD_MAX_BYTES = 256 * 1024 * 1024
+"""Far above any image the emulator makes (4096x4096 RGBA stored uncompressed is 64 MB)."""
 
 
 def _money(value: float | str | Decimal) -> Decimal:
@@ -52,8 +59,10 @@ class Emulator:
     ``faults`` takes the CLI's ``"503=0.1,reset=0.02"`` or a mapping; ``block_words`` and
     ``filter_words`` are the moderation lists; ``balance`` (default unlimited) is the account's
     money, charged per image at the catalog's ``region`` price (402 once it would go below zero);
-    ``clock`` replaces ``time.time`` for
-    ``created``, URL expiry and the RPM window.
+    ``clock`` replaces ``time.time`` for ``created``, URL expiry and the RPM window.
+    ``read_timeout`` (30 s) is how long a client may take to send a request's head, and then its
+    body; an idle connection closes after as long. ``max_body_bytes`` (20 MB) caps a body under
+    any framing; ``max_connections`` (1024) caps the connections served at once (one more gets a 503).
     """
 
     def __init__(
@@ -76,6 +85,8 @@ class Emulator:
         max_body_bytes: int = MAX_BODY_BYTES,
         balance: float | str | Decimal | None = None,
         region: catalog.Region = "mainland",
+        read_timeout: float = READ_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
         clock: Callable[[], float] | None = None,
         verbose: bool = False,
     ) -> None:
@@ -97,6 +108,8 @@ class Emulator:
             max_body_bytes=max_body_bytes,
             balance=None if balance is None else _money(balance),
             region=region,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
             clock=clock or time.time,
             verbose=verbose,
         )
@@ -216,10 +229,15 @@ class Emulator:
             time.sleep(0.005)
 
     def download(self, url: str) -> bytes:
-        """GET ``url`` (e.g. a ``data[].url`` the emulator returned)."""
-        with urllib.request.urlopen(url, timeout=30) as response:
-            data: bytes = response.read()
-        return data
+        """GET ``url`` (e.g. a ``data[].url`` the emulator returned), as a test's helper.
+
+        Bounded: 30 s in all, at most 256 MB, no redirects (the emulator never sends one); a
+        failure is a ``RuntimeError`` saying why, with the URL's signature redacted.
+        """
+        try:
+            return get(url, max_bytes=_DOWNLOAD_MAX_BYTES, seconds=_DOWNLOAD_SECONDS)
+        except FetchError as exc:
+            raise RuntimeError(f"download failed: {exc}") from None
 
     def __repr__(self) -> str:
         where = self.base_url if self._server is not None else "not running"

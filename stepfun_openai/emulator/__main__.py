@@ -6,11 +6,11 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from .. import catalog
-from . import FAULT_KINDS, Emulator, parse_faults
+from . import FAULT_KINDS, MAX_CONNECTIONS, READ_TIMEOUT, Emulator, parse_faults
 
 __all__ = ["add_emulator_arguments", "main", "run_from_args"]
 
@@ -27,6 +27,19 @@ def _faults(text: str) -> str:
     return text
 
 
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
+
+
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """The emulator's flags, for ``python -m`` and for the package CLI's ``emulator`` subcommand."""
     server = parser.add_argument_group("server")
@@ -34,6 +47,21 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
     server.add_argument("--api-key", help="accept only this bearer key (default: any non-empty key)")
     server.add_argument("--url-ttl", type=int, default=3600, help="lifetime of image URLs in seconds (default: 3600)")
+    server.add_argument(
+        "--read-timeout",
+        type=_positive(float),
+        default=READ_TIMEOUT,
+        metavar="SECONDS",
+        help="a client's time to send a request's head, then its body; idle connections close after it "
+        "(default: %(default)g)",
+    )
+    server.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help="connections served at once; one more gets 503 (default: %(default)s)",
+    )
     server.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
     limits = parser.add_argument_group("generation time and rate limits (default: none)")
@@ -103,6 +131,8 @@ def emulator_from_args(args: argparse.Namespace) -> Emulator:
         filter_words=args.filter_words,
         balance=args.balance,
         region=args.region,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
         verbose=args.verbose,
     )
 

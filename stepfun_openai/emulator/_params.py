@@ -12,9 +12,8 @@ import binascii
 import hashlib
 import json
 import math
-import urllib.error
+import re
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from .. import catalog
 from .._sniff import HEADER_BYTES, sniff
 from .._urls import is_data_url, is_http_url, is_loopback_host
+from ._wire import FetchError, get
 
 __all__ = [
     "ApiError",
@@ -101,17 +101,23 @@ _DIGEST_OVER = 256
 _IMAGE_FIELDS = frozenset({"image", "source_url", "source_image"})
 
 
-def sanitize(value: Any, key: str | None = None) -> Any:
+_SANITIZE_DEPTH = 16
+"""Deeper values are logged as ``"..."``: a client's nesting must not exhaust the handler's stack."""
+
+
+def sanitize(value: Any, key: str | None = None, *, depth: int = 0) -> Any:
     """``value`` with image payloads (and any other long string) replaced by a short digest."""
     if isinstance(value, str):
         is_payload = key in _IMAGE_FIELDS and not is_http_url(value)
-        return digest(value.encode()) if is_payload or len(value) > _DIGEST_OVER else value
+        return digest(value.encode("utf-8", "surrogatepass")) if is_payload or len(value) > _DIGEST_OVER else value
     if isinstance(value, bytes):
         return digest(value)
+    if isinstance(value, (Mapping, list)) and depth >= _SANITIZE_DEPTH:
+        return "..."
     if isinstance(value, Mapping):
-        return {str(k): sanitize(v, str(k)) for k, v in value.items()}
+        return {str(k): sanitize(v, str(k), depth=depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [sanitize(v) for v in value]
+        return [sanitize(v, depth=depth + 1) for v in value]
     return value
 
 
@@ -130,11 +136,27 @@ def parse_json_request(endpoint: catalog.Endpoint, body: bytes, fetch: UrlFetche
     """Validate a JSON body for ``generations`` or ``image2image``."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         raise invalid("body", "a JSON object (the body is not valid JSON)") from None
     if not isinstance(payload, dict):
         raise invalid("body", "a JSON object")
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(payload):
+        raise invalid("body", "JSON whose strings are valid Unicode (a \\ud800-\\udfff escape stands alone)")
     return _validate(endpoint, payload, form=False, fetch=fetch, upload=None)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""The cheap test first: without such an escape in the bytes, no string can hold a lone surrogate."""
+
+
+def _has_lone_surrogate(payload: dict[str, Any]) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:  # nested too deep to re-encode: whatever is deep inside, no field uses it
+        return False
+    return False
 
 
 def parse_edit_request(fields: Mapping[str, str], files: Mapping[str, bytes], fetch: UrlFetcher) -> ImageRequest:
@@ -342,9 +364,21 @@ def _checked(name: str, data: bytes, limits: catalog.ImageLimits) -> ImageInput:
     return ImageInput(name, data, width, height)
 
 
-def fetch_loopback(name: str, url: str, *, max_bytes: int = catalog.MAX_IMAGE_BYTES, timeout: float = 10.0) -> bytes:
-    """Download ``url`` if it points at this machine; the emulator has no internet."""
-    host = urllib.parse.urlsplit(url).hostname or ""
+_FETCH_SECONDS = 10.0
+_FETCH_REDIRECTS = 3
+
+
+def fetch_loopback(name: str, url: str, *, max_bytes: int = catalog.MAX_IMAGE_BYTES) -> bytes:
+    """Download ``url`` if it points at this machine; the emulator has no internet.
+
+    Bounded like everything the emulator does for a client: at most ``max_bytes`` (10 MB, the
+    largest input image), 10 s in all, and at most 3 redirects, each to loopback too (a redirect
+    off the machine is refused, not followed).
+    """
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:  # an unclosed "[" in the host
+        raise invalid(name, f"a valid URL ({url[:80]!r} is not one)") from None
     if not is_loopback_host(host):
         raise invalid(
             name,
@@ -352,8 +386,12 @@ def fetch_loopback(name: str, url: str, *, max_bytes: int = catalog.MAX_IMAGE_BY
             f"(127.0.0.1, localhost, ::1), not {host!r}; send a data URL or base64 instead",
         )
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data: bytes = response.read(max_bytes + 1)
-    except (urllib.error.URLError, OSError) as exc:
-        raise invalid(name, f"a URL that can be downloaded (fetching {url} failed: {exc})") from None
-    return data
+        return get(
+            url,
+            max_bytes=max_bytes,
+            seconds=_FETCH_SECONDS,
+            host_allowed=is_loopback_host,
+            max_redirects=_FETCH_REDIRECTS,
+        )
+    except FetchError as exc:
+        raise invalid(name, f"a loopback URL that can be downloaded (the fetch was refused: {exc})") from None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.errors
 import hashlib
 import hmac
+import io
 import json
 import re
 import secrets
@@ -28,14 +30,26 @@ from ._faults import FAULT_KINDS, STATUS_FAULTS, FaultInjector
 from ._params import ApiError, ImageRequest, fetch_loopback, invalid, parse_edit_request, parse_json_request, sanitize
 from ._ratelimit import RateLimiter, rate_limit_message
 from ._render import RenderCache, RenderJob
+from ._wire import DeadlineReader
 
-__all__ = ["MAX_BODY_BYTES", "EmulatorConfig", "EmulatorState", "make_server"]
+__all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "READ_TIMEOUT", "EmulatorConfig", "EmulatorState", "make_server"]
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 """DECIDED: a 10 MB image as base64 inside JSON (about 14 MB) fits."""
 
-_DRAIN_LIMIT = 256 * 1024 * 1024
-"""Above this an oversized body is not read to the end; the connection is simply closed."""
+MAX_CONNECTIONS = 1024
+"""Far above what a test suite opens (an SDK pool keeps up to 100); a flood beyond it gets 503s."""
+
+READ_TIMEOUT = 30.0
+"""Seconds a client has to send a request's head, and again its body; also the longest a write may take."""
+
+_DRAIN_LIMIT = 64 * 1024 * 1024
+"""After a 413 the rest of the body is read and thrown away (so that a client still sending sees the
+413, not a reset), up to this many bytes and within the read timeout; then the connection closes."""
+_LINE_MAX = 4096
+"""The longest chunk-size or trailer line of a chunked body."""
+_BLANK_LINES = 8
+"""Blank lines tolerated before a request line (RFC 9112 2.2 asks servers to skip at least one)."""
 
 PREFIXES = ("/v1", "/step_plan/v1")
 _ENDPOINT_ROUTES: dict[str, tuple[str, catalog.Endpoint]] = {
@@ -51,6 +65,10 @@ _INTROSPECTION: dict[str, str] = {
     "/_emulator/requests": "GET",
     "/_emulator/reset": "POST",
 }
+_JSON_TYPES = ("application/json", "")
+"""Content-Types a JSON endpoint accepts; "" is a request that names none (its body is read as JSON).
+Anything else (``text/plain``, curl's default ``application/x-www-form-urlencoded``) is a 400 naming the header."""
+_EDIT_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "application/json", "")
 _TOS_ALGORITHM = "TOS4-HMAC-SHA256"
 _TOS_DATE = "%Y%m%dT%H%M%SZ"
 _HTML_502 = (
@@ -82,6 +100,14 @@ class EmulatorConfig:
     filter_words: tuple[str, ...] = ()
     """A prompt containing one of these gets a 200 with ``finish_reason: content_filtered``."""
     max_body_bytes: int = MAX_BODY_BYTES
+    """Larger bodies get 413, under any framing (``Content-Length``, chunked), before they are buffered."""
+    max_connections: int = MAX_CONNECTIONS
+    """Connections served at once (a thread each); one more is answered 503 ``server_busy`` and closed."""
+    read_timeout: float = READ_TIMEOUT
+    """Seconds a client has to send a request's head (from the moment the server waits for it, so an
+    idle keep-alive connection closes after this long) and then its body; a write of a response
+    that the client does not read fails after as long. A slow client never holds the server: each
+    connection has its own thread, and this bounds how long that thread waits."""
     balance: Decimal | None = None
     """The account's starting balance; ``None``: unlimited (a postpaid account)."""
     region: catalog.Region = "mainland"
@@ -89,6 +115,12 @@ class EmulatorConfig:
     clock: Callable[[], float] = time.time
     """Wall clock for ``created``, URL expiry and the RPM window; tests inject a fake one."""
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.read_timeout > 0:
+            raise ValueError(f"read_timeout must be a positive number of seconds, not {self.read_timeout!r}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {self.max_connections!r}")
 
     def limits(self) -> tuple[int | None, int | None]:
         """``(concurrency, rpm)``: explicit values win over the tier's."""
@@ -252,6 +284,13 @@ class EmulatorState:
 
 
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError)
+_BUSY_BODY = json.dumps(
+    {"error": {"message": "Too many connections to the emulator; retry later", "type": "server_busy"}}
+).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class _Server(ThreadingHTTPServer):
@@ -261,14 +300,40 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
+        self._slots = threading.BoundedSemaphore(state.config.max_connections)
         if ":" in state.config.host:
             self.address_family = socket.AF_INET6
         super().__init__((state.config.host, state.config.port), _Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread a connection, at most max_connections of them: a flood of connections (each
+        # held up to read_timeout) cannot spawn threads without end. One over gets a 503 at once,
+        # written from the accept loop without waiting (a fresh socket's send buffer is empty).
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client gone mid-response (timed out on a ``slow`` fault, killed, or reset) is routine
-        # for a test server: no traceback. Any other error is a bug and keeps its traceback.
-        if isinstance(sys.exc_info()[1], _CLIENT_GONE):
+        # A client gone mid-response (timed out on a ``slow`` fault, killed, or reset) or too slow
+        # to read it (the read timeout) is routine for a test server: no traceback. Any other
+        # error is a bug and keeps its traceback.
+        if isinstance(sys.exc_info()[1], (*_CLIENT_GONE, TimeoutError)):
             return
         super().handle_error(request, client_address)
 
@@ -280,6 +345,18 @@ def make_server(config: EmulatorConfig) -> ThreadingHTTPServer:
 
 class _BodyTooLarge(Exception):
     """The body is over the limit; the connection is closed after the 413."""
+
+
+class _BadFraming(Exception):
+    """The body's framing cannot be read (a bad ``Content-Length``, broken chunks, an unknown coding)."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.error = ApiError(status, type_, message)
+
+
+def _bad_framing(message: str) -> _BadFraming:
+    return _BadFraming(400, "invalid_request", message)
 
 
 def _multipart(body: bytes, content_type: str) -> tuple[dict[str, str], dict[str, bytes]]:
@@ -319,6 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     server_version = "stepfun-emulator"
+    default_request_version = "HTTP/1.1"  # so that an error about a bad request line still has a status line
     sys_version = ""
 
     def setup(self) -> None:
@@ -326,6 +404,75 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes; without this, Nagle plus the client's
         # delayed ACK adds ~40 ms to every response.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Every read has a deadline (a request head, then its body, each within read_timeout),
+        # so a client trickling bytes cannot hold this thread; writes time out after as long.
+        timeout = self.state.config.read_timeout
+        self.connection.settimeout(timeout)
+        self.rfile.close()
+        self._reader = DeadlineReader(self.connection, timeout)
+        self.rfile = io.BufferedReader(self._reader, 65536)
+        self._expect_continue = False
+
+    def handle_one_request(self) -> None:
+        """The stdlib's step (read a head, dispatch) with a deadline on the head and an answer to every head.
+
+        Blank lines before a request line are skipped (a few). A head that stops half-way gets a
+        408 once the read timeout passes; a connection that sent nothing is closed without a word.
+        """
+        self._reader.start()
+        self._expect_continue = False
+        try:
+            line = self.rfile.readline(65537)
+            for _ in range(_BLANK_LINES):
+                if not line or line.strip():
+                    break
+                line = self.rfile.readline(65537)
+            self.raw_requestline = line
+            if not line:
+                self.close_connection = True
+                return
+            if len(line) > 65536 or len(line.split()) != 3:
+                # Answered as HTTP/1.1: the stdlib would take a line without a version for HTTP/0.9
+                # and answer with a bare body, no status line.
+                self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+                self.close_connection = True
+                self.send_error(414 if len(line) > 65536 else 400)
+                return
+            if not self.parse_request():
+                return  # the stdlib has answered (400, 414, 431, 505) and closes
+            if any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in self.headers.defects):
+                # A header line without a colon: the stdlib would read the rest of the head as a
+                # payload and drop the headers after it (Content-Length among them).
+                self.close_connection = True
+                self.send_error(400, "Bad Request", "A header line has no colon")
+                return
+        except TimeoutError:
+            self.close_connection = True
+            if self._reader.received:
+                self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+                timeout = self.state.config.read_timeout
+                self.send_error(408, f"The request head did not arrive within {timeout:g} s")
+            return
+        try:
+            handler = getattr(self, "do_" + self.command, None)
+            if handler is None:
+                self.send_error(501, f"Unsupported method ({self.command!r})")
+                return
+            handler()
+            self.wfile.flush()
+        except TimeoutError:  # a client that does not read its response
+            self.close_connection = True
+
+    def handle_expect_100(self) -> bool:
+        # Deferred: "100 Continue" goes out only once the body's framing and size are accepted
+        # (see _continue), so a client about to send too much gets its 413 before sending it.
+        self._expect_continue = True
+        return True
+
+    def _continue(self) -> None:
+        if self._expect_continue:
+            self._expect_continue = False
+            super().handle_expect_100()
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -358,39 +505,96 @@ class _Handler(BaseHTTPRequestHandler):
     def state(self) -> EmulatorState:
         return self.server.state
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> bytes | None:
+        """The body, never more than ``max_body_bytes`` of it in memory; ``None`` when none is declared.
+
+        ``Content-Length`` is checked before a byte is read; a chunked body is counted chunk by
+        chunk, each size checked before the chunk is read. A body that stops short of what it
+        declared times out (``TimeoutError``) or ends (``_BadFraming``); bytes past a declared
+        length are the next request's, parsed (and refused) as such.
+        """
+        self._reader.start()  # the body has its own deadline, apart from the head's
         limit = self.state.config.max_body_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                chunk = self.rfile.read(size)
-                self.rfile.readline()
-                if total <= limit:
-                    chunks.append(chunk)
-                elif total > _DRAIN_LIMIT:
-                    raise _BodyTooLarge
-            if total > limit:
-                raise _BodyTooLarge
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
+        codings = [
+            coding.strip().lower()
+            for value in self.headers.get_all("Transfer-Encoding") or []
+            for coding in value.split(",")
+            if coding.strip()
+        ]
+        lengths = [value.strip() for value in self.headers.get_all("Content-Length") or []]
+        if codings:
+            if lengths:
+                raise _bad_framing("Content-Length and Transfer-Encoding together are ambiguous; send one of them")
+            if codings != ["chunked"]:
+                raise _BadFraming(
+                    501,
+                    "not_implemented",
+                    f"Transfer-Encoding {', '.join(codings)!r} is not supported; send Content-Length or chunked",
+                )
+            self._continue()
+            return self._read_chunked(limit)
+        if not lengths:
+            return None
+        value = lengths[0] if len(set(lengths)) == 1 else ""
+        if not re.fullmatch(r"[0-9]+", value):
+            shown = ", ".join(lengths)[:80]
+            raise _bad_framing(f"Content-Length must be one non-negative decimal integer, not {shown!r}")
+        length = int(value) if len(value) <= 18 else limit + 1
         if length > limit:
-            if length > _DRAIN_LIMIT:
-                raise _BodyTooLarge
-            # Read it all so that the client, still sending, sees the 413 instead of a reset.
-            remaining = length
+            raise _BodyTooLarge
+        self._continue()
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise _bad_framing(f"the body ended after {len(body)} of the {length} bytes of its Content-Length")
+        return body
+
+    def _read_chunked(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_text = self._line("chunk size").split(b";", 1)[0].strip()
+            if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_text):
+                raise _bad_framing(f"a chunk size must be hexadecimal, not {size_text[:40]!r}")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                raise _BodyTooLarge  # before this chunk is read
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.read(2) != b"\r\n":
+                raise _bad_framing("a chunk is shorter than its size or does not end with CRLF")
+            chunks.append(chunk)
+        for _ in range(100):  # trailer fields, up to the blank line that ends the body
+            if not self._line("trailer").strip():
+                return b"".join(chunks)
+        raise _bad_framing("more than 100 trailer lines")
+
+    def _line(self, what: str) -> bytes:
+        line = self.rfile.readline(_LINE_MAX + 1)
+        if len(line) > _LINE_MAX or not line.endswith(b"\n"):
+            raise _bad_framing(f"a {what} line is cut off or longer than {_LINE_MAX} bytes")
+        return line
+
+    def _refuse(self, error: ApiError, *, drain: bool = True) -> None:
+        """Answer ``error`` and close; first read and drop what the client still sends (bounded)."""
+        self._entry["error"] = error.type
+        self._send_json(error.status, error.body(), error.headers, close=True)
+        if not drain:
+            return
+        # Like nginx's lingering close: a client still sending its body reads the answer instead
+        # of a reset. At most _DRAIN_LIMIT bytes, within the read timeout; nothing is kept.
+        self._reader.start()
+        remaining = _DRAIN_LIMIT
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
             while remaining > 0:
-                got = self.rfile.read(min(remaining, 1 << 20))
+                got = self.rfile.read1(min(remaining, 1 << 16))
                 if not got:
                     break
                 remaining -= len(got)
-            raise _BodyTooLarge
-        return self.rfile.read(length) if length else b""
+        except OSError:  # TimeoutError included: the client neither sends nor hangs up
+            pass
 
     def _send(
         self,
@@ -455,11 +659,20 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except _BodyTooLarge:
             limit_mb = self.state.config.max_body_bytes // (1024 * 1024)
-            error = ApiError(413, "request_too_large", f"Request body too large: the limit is {limit_mb} MB")
-            self._send_json(413, error.body(), close=True)
+            self._refuse(ApiError(413, "request_too_large", f"Request body too large: the limit is {limit_mb} MB"))
             return
-        except (ValueError, OSError):
-            self._send_json(400, invalid("body", "a well-formed HTTP body").body(), close=True)
+        except _BadFraming as exc:
+            self._refuse(exc.error)
+            return
+        except TimeoutError:
+            timeout = self.state.config.read_timeout
+            self._refuse(
+                ApiError(408, "request_timeout", f"The request body did not arrive within {timeout:g} s"), drain=False
+            )
+            return
+        except _CLIENT_GONE:
+            self.close_connection = True
+            self._record()
             return
 
         if path in _INTROSPECTION:
@@ -471,6 +684,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self._route(method, path, split.query, body)
+        except Exception as exc:
+            # A bug (its traceback still reaches stderr via handle_error), but the client gets an
+            # answer rather than a dropped connection.
+            if self._entry["status"] is None and not isinstance(exc, (*_CLIENT_GONE, TimeoutError)):
+                error = ApiError(500, "server_error", "The emulator failed on this request; its log has the traceback")
+                self._refuse(error, drain=False)
+            raise
         finally:
             self._record()  # if nothing was sent (the handler failed), log it with status 0
 
@@ -493,7 +713,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.reset()
             self._send_json(200, {"reset": True})
 
-    def _route(self, method: str, path: str, query: str, body: bytes) -> None:
+    def _route(self, method: str, path: str, query: str, body: bytes | None) -> None:
         if path.startswith("/image_gen/"):
             if method not in ("GET", "HEAD"):
                 self._method_not_allowed("GET, HEAD")
@@ -524,6 +744,12 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "POST":
             self._method_not_allowed("POST")
             return
+        if body is None:
+            # Without a length the end of the body is unknowable (HTTP/1.1 reads it as empty and the
+            # bytes that follow as the next request); say so and close.
+            message = "This endpoint needs a body with Content-Length (or Transfer-Encoding: chunked)"
+            self._refuse(ApiError(411, "length_required", message))
+            return
         self._entry["endpoint"] = route[1]
         try:
             self._authenticate()
@@ -535,7 +761,12 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, key = self.headers.get("Authorization", "").partition(" ")
         expected = self.state.config.api_key
         key = key.strip()
-        if scheme.lower() != "bearer" or not key or (expected is not None and not hmac.compare_digest(key, expected)):
+        # Compared as bytes: header text is latin-1 (any byte), and compare_digest refuses non-ASCII str.
+        if (
+            scheme.lower() != "bearer"
+            or not key
+            or (expected is not None and not hmac.compare_digest(key.encode("latin-1"), expected.encode()))
+        ):
             raise ApiError(401, "invalid_api_key", "Incorrect API key provided")
 
     def _retry_after(self) -> dict[str, str]:
@@ -576,7 +807,10 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         fetch = fetch_loopback
         form_type = content_type.lower().split(";")[0].strip()
-        if endpoint == "edits" and form_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        accepted = _EDIT_TYPES if endpoint == "edits" else _JSON_TYPES
+        if form_type not in accepted:
+            raise invalid("Content-Type", f"{' or '.join(t for t in accepted if t)} (not {content_type[:80]!r})")
+        if form_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
             if form_type == "multipart/form-data":
                 fields, files = _multipart(body, content_type)
             else:  # no file part at all: a base64 "image" field, or a request missing its image
@@ -587,7 +821,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             try:
                 self._entry["fields"] = sanitize(json.loads(body))
-            except ValueError:
+            except (ValueError, RecursionError):
                 self._entry["fields"] = None
             request = parse_json_request(endpoint, body, fetch)
         self._entry["model"] = request.model
