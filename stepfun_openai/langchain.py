@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -40,6 +40,7 @@ from .tools import (
     check_default_model,
     decode_arguments,
     explain_invalid,
+    redact,
     resolve_input_dirs,
     run_image_tool,
 )
@@ -134,7 +135,7 @@ class StepFunImageTool(BaseTool):
         return {
             "output_dir": self.output_dir,
             "default_model": self.default_model,
-            # Invalid arguments raise out of run_image_tool: _invalid applies the user's handler.
+            # Invalid arguments raise out of run_image_tool: _explaining_invalid applies the user's handler.
             "handle_validation_error": False,
             "input_dirs": self.input_dirs,
             "tool_name": self.name,
@@ -172,29 +173,29 @@ class StepFunImageTool(BaseTool):
     def _run(
         self, *text: str, run_manager: CallbackManagerForToolRun | None = None, **arguments: Any
     ) -> tuple[str | list[dict[str, Any]], StepFunImage | None]:
-        with self._explaining_invalid():
-            result = run_image_tool(self._sync_client(), _with_prompt(text, arguments), **self._options())
+        client = self._sync_client()
+        with self._explaining_invalid(client.api_key):
+            result = run_image_tool(client, _with_prompt(text, arguments), **self._options())
         return self._output(result)
 
     async def _arun(
         self, *text: str, run_manager: AsyncCallbackManagerForToolRun | None = None, **arguments: Any
     ) -> tuple[str | list[dict[str, Any]], StepFunImage | None]:
-        with self._explaining_invalid():
-            result = await arun_image_tool(self._async_client(), _with_prompt(text, arguments), **self._options())
+        client = self._async_client()
+        with self._explaining_invalid(client.api_key):
+            result = await arun_image_tool(client, _with_prompt(text, arguments), **self._options())
         return self._output(result)
 
     @contextlib.contextmanager
-    def _explaining_invalid(self) -> Iterator[None]:
+    def _explaining_invalid(self, secret: str | None) -> Iterator[None]:
+        """Arguments the catalog (or StepFun) rejected, handled like LangChain handles schema
+        errors: ``handle_validation_error`` False raises, a string or a callable gives the
+        content. The result is an error ``ToolMessage`` (``status="error"``); ``secret`` (the API
+        key) never appears in it, even when StepFun's message echoes it."""
         try:
             yield
         except _INVALID as exc:
-            self._invalid(exc)
-
-    def _invalid(self, exc: Exception) -> NoReturn:
-        """Arguments the catalog (or StepFun) rejected, handled like LangChain handles schema
-        errors: ``handle_validation_error`` False raises, a string or a callable gives the
-        content. The result is an error ``ToolMessage`` (``status="error"``)."""
-        raise ToolException(self._error_content(exc)) from exc
+            raise ToolException(redact(self._error_content(exc), secret)) from exc
 
     def _error_content(self, exc: Exception) -> str:
         handler = self.handle_validation_error

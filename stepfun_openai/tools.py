@@ -17,6 +17,7 @@ The LangChain tool (``stepfun_openai.langchain``) runs on the same functions.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -25,7 +26,7 @@ import stat
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, Union, cast
 
 import openai
 from pydantic import ValidationError
@@ -196,7 +197,7 @@ def parse_arguments(arguments: ImageToolArgs | Mapping[str, Any] | str | bytes |
 
 # --- where images may come from -------------------------------------------------------------------
 
-InputDirs = Any
+InputDirs = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]], None]
 """``input_dirs``: a directory (``str`` or ``PathLike``), several, or ``None`` / ``()`` for none."""
 
 _PATH_MAX_CHARS = 4096
@@ -306,6 +307,9 @@ class _Call:
         return str(self.kwargs["model"])
 
 
+_TEXT_TO_IMAGE_ONLY = ("negative_prompt", "text_mode")
+
+
 def _plan(
     args: ImageToolArgs, *, default_model: str | None, output_dir: Path | None, input_dirs: tuple[Path, ...]
 ) -> _Call:
@@ -326,6 +330,9 @@ def _plan(
             raise StepFunValidationError(
                 "style_reference", args.style_reference, "not together with source_image; use one or the other"
             )
+        for name in _TEXT_TO_IMAGE_ONLY:  # the image-to-image endpoint has no such parameter
+            if getattr(args, name) is not None:
+                raise StepFunValidationError(name, getattr(args, name), "null together with source_image")
         model = args.model
         if model is None:
             model = default_model if default_model in IMAGE2IMAGE_MODELS else _current(IMAGE2IMAGE_MODELS)
@@ -381,13 +388,24 @@ _MAX_PROBLEMS = 5
 
 
 def explain_invalid(
-    exc: Exception, *, tool_name: str = IMAGE_TOOL_NAME, values: Mapping[str, object] | None = None
+    exc: Exception,
+    *,
+    tool_name: str = IMAGE_TOOL_NAME,
+    values: Mapping[str, object] | None = None,
+    secret: str | None = None,
 ) -> str:
     """A tool result for arguments that were rejected: which argument to fix, what is allowed.
 
     ``values`` (tool argument -> what the model sent) replaces the value the client checked when it
-    is not what the model wrote (an image file's bytes for its path)."""
-    return _clean(_explain(exc, tool_name, values or {}))
+    is not what the model wrote (an image file's bytes for its path). ``secret`` (the API key) is
+    replaced by ``REDACTED`` should StepFun's message echo it."""
+    return redact(_clean(_explain(exc, tool_name, values or {})), secret)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (an API key; keys shorter than 8 characters are not real ones,
+    and replacing them would garble the text)."""
+    return text.replace(secret, REDACTED) if secret and len(secret) >= 8 else text
 
 
 def _explain(exc: Exception, tool_name: str, values: Mapping[str, object]) -> str:
@@ -421,19 +439,10 @@ def _explain(exc: Exception, tool_name: str, values: Mapping[str, object]) -> st
 
 
 def _api_message(exc: openai.APIStatusError) -> str:
-    """StepFun's message, without the API key should the server echo it (the key is taken from the
-    request's ``Authorization`` header, so this holds for any client)."""
+    """StepFun's message, bounded (the caller redacts the key)."""
     body = exc.body
     message = body.get("message") if isinstance(body, Mapping) else None
-    text = message if isinstance(message, str) else exc.message
-    try:
-        authorization = exc.request.headers.get("authorization", "")
-    except Exception:  # a hand-made error without a request
-        authorization = ""
-    key = authorization.partition(" ")[2].strip() if " " in authorization else authorization.strip()
-    if len(key) >= 8:
-        text = text.replace(key, REDACTED)
-    return _clean(text, 500)
+    return _clean(message if isinstance(message, str) else exc.message, 500)
 
 
 def _explain_blocked(exc: ContentBlockedError) -> str:
@@ -503,6 +512,8 @@ class _ToolRun(Generic[_T]):
     tool_name: str
     output: Callable[[ImageToolResult], _T]
     """What the caller gets: the whole result (``run_image_tool``) or its text (``run_tool_call``)."""
+    secret: str | None = None
+    """The client's API key, kept out of every result (StepFun's messages may echo it)."""
 
     def plan(self) -> _Call:
         args = parse_arguments(self.arguments)
@@ -511,13 +522,13 @@ class _ToolRun(Generic[_T]):
     def failed(self, exc: Exception, call: _Call | None) -> _T:
         """A failure the model can act on, explained (invalid arguments raise again if asked to)."""
         if isinstance(exc, ContentBlockedError):
-            return self.output(ImageToolResult(_explain_blocked(exc), error="content_blocked"))
+            return self._emit(ImageToolResult(_explain_blocked(exc), error="content_blocked"))
         if not self.handle_validation_error:
             raise exc
         # The client checked an image file's bytes; the model wrote its path.
         values = {} if call is None else call.args.model_dump(include={"source_image", "style_reference"})
         content = explain_invalid(exc, tool_name=self.tool_name, values=values)
-        return self.output(ImageToolResult(content, error="invalid_arguments"))
+        return self._emit(ImageToolResult(content, error="invalid_arguments"))
 
     def save_to(self, response: StepFunImagesResponse) -> str | None:
         """Where to save the image (a folder: ``save()`` picks a free name), or ``None``: no
@@ -529,9 +540,12 @@ class _ToolRun(Generic[_T]):
     def finish(self, response: StepFunImagesResponse, call: _Call, path: Path | None) -> _T:
         image = response.images[0]
         if image.content_filtered:
-            return self.output(ImageToolResult(_FILTERED, image=image, error="content_filtered", response=response))
+            return self._emit(ImageToolResult(_FILTERED, image=image, error="content_filtered", response=response))
         content = _clean(_describe(image, call, path))
-        return self.output(ImageToolResult(content, image=image, path=path, response=response))
+        return self._emit(ImageToolResult(content, image=image, path=path, response=response))
+
+    def _emit(self, result: ImageToolResult) -> _T:
+        return self.output(dataclasses.replace(result, content=redact(result.content, self.secret)))
 
 
 def _twins(
@@ -541,7 +555,7 @@ def _twins(
     after a ``client``, and its docstring. Only the request and the save are written twice."""
 
     def run(client: StepFun, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        planned = tool(*args, **kwargs)
+        planned = dataclasses.replace(tool(*args, **kwargs), secret=client.api_key)
         call = None
         try:
             call = planned.plan()
@@ -553,7 +567,7 @@ def _twins(
         return planned.finish(response, call, None if folder is None else response.images[0].save(folder).resolve())
 
     async def arun(client: AsyncStepFun, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        planned = tool(*args, **kwargs)
+        planned = dataclasses.replace(tool(*args, **kwargs), secret=client.api_key)
         call = None
         try:
             call = planned.plan()

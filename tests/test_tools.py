@@ -237,7 +237,7 @@ def test_a_size_the_model_does_not_take_comes_back_as_a_fixable_result(
         ('{"prompt": "a fox"', "The arguments were not valid: expected a JSON object"),
         ('{"prompt": "a fox", "source_weight": 0.3}', "source_weight=0.3. Allowed: only together with source_image"),
         ('{"prompt": "a fox", "source_image": "cat.png"}', "Invalid argument source_image='cat.png'"),
-        ('{"prompt": "a fox", "seed": NaN}', "seed=nan: Input should be a finite number"),
+        ('{"prompt": "a fox", "cfg_scale": NaN}', "cfg_scale=nan: Input should be a finite number"),
         ('{"prompt": "a fox", "steps": true}', "steps=True: a number, not true or false"),
     ],
 )
@@ -355,3 +355,13 @@ def test_style_reference_goes_to_the_model_that_has_it(
     sent = last_request(stepfun_emulator)["fields"]["style_reference"]
     assert sent["weight"] == 0.8
     assert content.startswith("Generated") and "step-1x-medium" in content
+
+
+@pytest.mark.parametrize("argument", ['"negative_prompt": "blur"', '"text_mode": false'])
+def test_text_to_image_only_arguments_with_a_source_image_say_so(stepfun_client: StepFun, argument: str) -> None:
+    arguments = f'{{"prompt": "a fox", "source_image": "https://example.com/cat.png", {argument}}}'
+
+    content = run_tool_call(stepfun_client, tool_call(arguments))
+
+    assert f"Invalid argument {argument.split(':')[0].strip(chr(34))}=" in content
+    assert "Allowed: null together with source_image" in content
