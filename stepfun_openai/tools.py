@@ -201,6 +201,7 @@ InputDirs = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]
 """``input_dirs``: a directory (``str`` or ``PathLike``), several, or ``None`` / ``()`` for none."""
 
 _PATH_MAX_CHARS = 4096
+_URL_MAX_CHARS = 8192
 _IMAGE_KINDS = "PNG, JPEG, WebP or GIF"
 
 
@@ -238,9 +239,11 @@ def _source(param: str, value: str, input_dirs: tuple[Path, ...]) -> str | bytes
     """What to send for an image argument: an http(s) URL as is, a data: URL once its bytes sniff
     as an image, or the bytes of an image file inside ``input_dirs`` (read here, once, so what was
     checked is what is sent)."""
-    if is_http_url(value):
-        return value
     forms = _forms(input_dirs)
+    if is_http_url(value):
+        if len(value) > _URL_MAX_CHARS:
+            raise StepFunValidationError(param, value, f"{forms}; this URL is longer than {_URL_MAX_CHARS} characters")
+        return value
     if is_data_url(value):
         if inspect_image_string(value, param=param).info.format is None:
             raise StepFunValidationError(param, value, f"{forms}; this data: URL holds no {_IMAGE_KINDS} image")
@@ -369,7 +372,7 @@ class _Shown(reprlib.Repr):
         return f"<{len(x)} bytes>"
 
 
-_SHOWN = _Shown(80)
+_SHOWN = _Shown(160)
 
 
 def _short(value: object) -> str:

@@ -35,7 +35,7 @@ from stepfun_openai.tools import (
     run_image_tool,
     run_tool_call,
 )
-from tests._hostile import within
+from tests._hostile import run_bounded, within
 from tests._mock import Recorder, error_response, tiny_png
 
 API_KEY = "sk-hostile-test-key-0123456789"
@@ -229,6 +229,23 @@ def test_a_style_reference_obeys_the_same_rules(
     assert recorder.requests == []
 
 
+def test_an_image_the_catalog_refuses_is_named_by_its_path_not_its_bytes(
+    recorder_client: tuple[Recorder, StepFun], dirs: tuple[Path, Path]
+) -> None:
+    recorder, client = recorder_client
+    allowed, _ = dirs
+    (allowed / "huge.png").write_bytes(tiny_png(3000, 3000))
+
+    content = run_tool_call(client, source_call(allowed / "huge.png"), input_dirs=[allowed])
+
+    if client.validate:
+        assert content.startswith(f"Invalid argument source_image={str(allowed / 'huge.png')!r} for model")
+        assert "at most 2048x2048 pixels" in content
+        assert recorder.requests == []
+    else:  # an image, so it may go: StepFun decides
+        assert sent_source(recorder) == tiny_png(3000, 3000)
+
+
 def test_a_fifo_inside_an_allowed_dir_is_refused_without_blocking(
     recorder_client: tuple[Recorder, StepFun], dirs: tuple[Path, Path]
 ) -> None:
@@ -328,6 +345,11 @@ def _deep(depth: int) -> Any:
         pytest.param(b'{"prompt": "\xff\xfe"}', "expected UTF-8 text of a JSON object", id="not-utf8"),
         pytest.param('{"prompt": "' + "x" * (TEXT_MAX_CHARS + 1) + '"}', "prompt='xxxx", id="long-prompt"),
         pytest.param('"a fox"', "not a JSON string", id="a-string"),
+        pytest.param(
+            '{"prompt": "x", "source_image": "https://example.com/' + "b" * 9000 + '"}',
+            "this URL is longer than 8192 characters",
+            id="long-url",
+        ),
         pytest.param("[1, 2]", "not a JSON array", id="an-array"),
         pytest.param('{"prompt": "x", "seed": 18446744073709551616}', "seed=<an integer of about 20", id="2**64"),
         pytest.param('{"prompt": "x", "seed": "123456789012345678901234"}', "seed='1234", id="a-long-digit-string"),
@@ -564,3 +586,30 @@ def test_run_image_tool_takes_any_mapping(arguments: Any, validate: bool) -> Non
 
     assert result.ok == (result.image is not None)
     _check_result(result.content)
+
+
+def test_an_oversized_call_is_refused_within_a_memory_cap() -> None:
+    # 60 MB of "image" in one call: refused by its length, before it is parsed, encoded or sent.
+    result = run_bounded(
+        f"""
+import base64, httpx2
+from stepfun_openai import StepFun
+from stepfun_openai.tools import run_tool_call
+from tests._mock import Recorder, tiny_png
+
+recorder = Recorder()
+client = StepFun(api_key={API_KEY!r}, base_url="http://127.0.0.1:9/v1",
+                 http_client=httpx2.Client(transport=recorder.transport), validate=False, max_retries=0)
+image = "data:image/png;base64," + base64.b64encode(tiny_png()).decode() + "A" * 60_000_000
+arguments = '{{"prompt": "a fox", "source_image": "' + image + '"}}'
+del image
+content = run_tool_call(client, {{"name": "generate_image", "arguments": arguments}})
+print(len(recorder.requests), content[:300])
+""",
+        seconds=60,
+        memory_mb=400,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("0 The arguments were not valid"), result.stdout
+    assert "characters; pass images as URLs or file paths" in result.stdout
