@@ -246,6 +246,18 @@ def test_an_image_the_catalog_refuses_is_named_by_its_path_not_its_bytes(
         assert sent_source(recorder) == tiny_png(3000, 3000)
 
 
+def test_a_path_longer_than_any_file_system_takes_is_refused(
+    recorder_client: tuple[Recorder, StepFun], dirs: tuple[Path, Path]
+) -> None:
+    recorder, client = recorder_client
+    allowed, _ = dirs
+
+    content = run_tool_call(client, source_call(f"{allowed}/{'a/' * 2500}cat.png"), input_dirs=[allowed])
+
+    assert "this is neither a URL nor a usable path" in content
+    assert recorder.requests == []
+
+
 def test_a_fifo_inside_an_allowed_dir_is_refused_without_blocking(
     recorder_client: tuple[Recorder, StepFun], dirs: tuple[Path, Path]
 ) -> None:
@@ -366,6 +378,17 @@ def test_hostile_json_becomes_an_error_result_naming_the_problem(
     assert "Nothing was generated" in content
     assert len(content) < 3000
     content.encode("utf-8")  # a tool message the chat API can carry
+    assert recorder.requests == []
+
+
+def test_a_flood_of_unknown_arguments_gives_a_short_result(recorder_client: tuple[Recorder, StepFun]) -> None:
+    recorder, client = recorder_client
+    arguments = {"prompt": "a fox", **{f"colour{i}": "x" * 1000 for i in range(10_000)}}
+
+    content = run_tool_call(client, call(json.dumps(arguments)))
+
+    assert content.count("unknown argument") == 5 and "and 9995 more" in content
+    assert len(content) < 2000
     assert recorder.requests == []
 
 
