@@ -95,6 +95,14 @@ class StepFunImageTool(BaseTool):
     _made_sync: Any = PrivateAttr(default=None)
     _made_async: Any = PrivateAttr(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_local_files(cls, data: Any) -> Any:
+        # BaseTool ignores unknown options; this one used to allow every file, so say what replaced it.
+        if isinstance(data, dict) and "local_files" in data:
+            raise ValueError("local_files was replaced by input_dirs: the directories the model may read images from")
+        return data
+
     @field_validator("input_dirs", mode="before")
     @classmethod
     def _one_or_more(cls, value: Any) -> Any:

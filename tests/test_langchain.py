@@ -349,6 +349,11 @@ def test_input_dirs_that_do_not_exist_fail_when_building_the_tool(tmp_path: Path
         StepFunImageTool(client=None, input_dirs=[tmp_path / "missing"])
 
 
+def test_the_old_local_files_option_says_what_replaced_it() -> None:
+    with pytest.raises(ValidationError, match="local_files was replaced by input_dirs"):
+        StepFunImageTool(client=None, local_files=True)
+
+
 def test_a_plain_string_input_is_the_prompt(stepfun_client: StepFun, stepfun_emulator: Emulator) -> None:
     tool = StepFunImageTool(client=stepfun_client)
 
