@@ -10,10 +10,12 @@ its step range) are left to the client's catalog validation, whose errors name t
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from . import catalog
 
@@ -21,7 +23,10 @@ __all__ = [
     "DEFAULT_SOURCE_WEIGHT",
     "IMAGE2IMAGE_MODELS",
     "IMAGE_SIZES",
+    "IMAGE_TEXT_MAX_CHARS",
     "IMAGE_TOOL_MODELS",
+    "INTEGER_LIMIT",
+    "TEXT_MAX_CHARS",
     "TEXT_TO_IMAGE_MODELS",
     "ImageToolArgs",
     "strict_json_schema",
@@ -34,6 +39,18 @@ DEFAULT_SOURCE_WEIGHT = 0.5
 TEXT_TO_IMAGE_MODELS: tuple[str, ...] = tuple(catalog.models_for("generations"))
 IMAGE2IMAGE_MODELS: tuple[str, ...] = tuple(catalog.models_for("image2image"))
 IMAGE_TOOL_MODELS: tuple[str, ...] = tuple(dict.fromkeys(TEXT_TO_IMAGE_MODELS + IMAGE2IMAGE_MODELS))
+
+# Bounds on what a model may send, held whatever the client's ``validate`` says: the catalog's
+# per-model limits are checked only with ``validate=True``, but these keep a hostile or confused
+# model from making the tool hold, encode or send unbounded data.
+TEXT_MAX_CHARS = 16 * 1024
+"""The longest ``prompt`` / ``negative_prompt`` the tool forwards (the models' own limits, in the
+descriptions, are lower; a generous bound leaves room for StepFun raising them)."""
+IMAGE_TEXT_MAX_CHARS = (catalog.MAX_IMAGE_BYTES + 2) // 3 * 4 + 256
+"""The longest ``source_image`` / ``style_reference``: a data URL of the largest image StepFun takes."""
+INTEGER_LIMIT = 2**63
+"""Integers must lie in [-2**63, 2**63): beyond, they are no one's seed or step count, and Python
+cannot even print one of more than 4300 digits."""
 
 
 def _sizes() -> tuple[str, ...]:
@@ -79,6 +96,43 @@ def _one_of(allowed: tuple[str, ...], what: str) -> Any:
 
     return AfterValidator(check)
 
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(limit: int) -> Any:
+    """A string of at most ``limit`` characters and valid Unicode (JSON's ``"\\ud800"`` escape
+    decodes to a lone surrogate, which no UTF-8 request body can carry)."""
+
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(f"too long ({len(value)} characters); at most {limit}")
+        if _SURROGATE.search(value):
+            raise ValueError("not valid Unicode (it holds a lone surrogate such as \\ud800); send plain UTF-8 text")
+        return value
+
+    return AfterValidator(check)
+
+
+def _bounded(value: Any) -> Any:
+    """Refuse integers (or whole floats) outside ``INTEGER_LIMIT``, before pydantic converts them:
+    it raises a bare ``ValueError`` on an integer of more than 4300 digits. ``true``/``false`` are
+    refused too (pydantic would take them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    if not isinstance(value, (int, float)):
+        return value
+    too_large = (isinstance(value, int) and not -INTEGER_LIMIT <= value < INTEGER_LIMIT) or (
+        isinstance(value, float) and math.isfinite(value) and abs(value) >= INTEGER_LIMIT
+    )
+    if too_large:
+        raise ValueError("too large for any model; the ranges are in the argument's description")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_bounded), AfterValidator(_bounded)]
+Text = Annotated[str, _text(TEXT_MAX_CHARS)]
+ImageText = Annotated[str, _text(IMAGE_TEXT_MAX_CHARS)]
 
 ModelName = Annotated[
     str,
@@ -127,9 +181,10 @@ _STYLE_NOTE = "; StepFun may refuse requests to a retired model" if _STYLE and a
 class ImageToolArgs(BaseModel):
     """Generate an image with StepFun. Every argument but prompt may be null (= the default)."""
 
-    model_config = ConfigDict(extra="forbid", title="generate_image")
+    # allow_inf_nan=False: JSON's NaN/Infinity literals (and 1e999) are refused, naming the argument.
+    model_config = ConfigDict(extra="forbid", title="generate_image", allow_inf_nan=False)
 
-    prompt: str = Field(
+    prompt: Text = Field(
         description=(
             "What the image should show, in detail. At most "
             f"{min(_PROMPT_MAX)} characters ({max(_PROMPT_MAX)} with a source image)."
@@ -147,14 +202,14 @@ class ImageToolArgs(BaseModel):
         default=None,
         description=f"Output size, null = 1024x1024. Allowed per model: {_per_model(_size_text)}.",
     )
-    seed: int | None = Field(
+    seed: Integer | None = Field(
         default=None,
         description=(
             f"Reuse a seed to reproduce an image; {catalog.SEED.describe()}; null or 0 = random "
             "(the result reports the seed used)."
         ),
     )
-    steps: int | None = Field(
+    steps: Integer | None = Field(
         default=None,
         description=f"Denoising steps, null = the model's default. {_per_model(lambda s: s.steps.describe())}.",
     )
@@ -165,7 +220,7 @@ class ImageToolArgs(BaseModel):
             f"{_per_model(lambda s: s.cfg_scale.describe())}."
         ),
     )
-    negative_prompt: str | None = Field(
+    negative_prompt: Text | None = Field(
         default=None,
         description=f"What to avoid. Only {', '.join(_NEGATIVE)}; ignored when cfg_scale is 1.0.",
     )
@@ -173,10 +228,11 @@ class ImageToolArgs(BaseModel):
         default=None,
         description=f"true renders text in the image better. Only {', '.join(_TEXT_MODE)}.",
     )
-    source_image: str | None = Field(
+    source_image: ImageText | None = Field(
         default=None,
         description=(
-            "An image to start from (image-to-image): an http(s) URL or a local file path; "
+            "An image to start from (image-to-image): an http(s) URL, a data: URL, or the path of an image "
+            "file in a directory the application allows (none unless it says so); "
             f"{catalog.SOURCE_LIMITS.describe()}. Only {', '.join(map(_label, IMAGE2IMAGE_MODELS))}."
         ),
     )
@@ -188,10 +244,11 @@ class ImageToolArgs(BaseModel):
             "0-0.5 detail enhancement."
         ),
     )
-    style_reference: str | None = Field(
+    style_reference: ImageText | None = Field(
         default=None,
         description=(
-            "An image whose style to borrow: an http(s) URL or a local file path. "
+            "An image whose style to borrow: an http(s) URL, a data: URL, or the path of an image file in "
+            "a directory the application allows (none unless it says so). "
             f"Only {', '.join(map(_label, _STYLE)) or 'no model'}{_STYLE_NOTE}."
         ),
     )

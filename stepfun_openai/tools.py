@@ -5,33 +5,46 @@ validates the arguments the model chose, generates the image and returns the tex
 as the tool message. Mistakes the model can fix (a size the model does not take, a bad seed) and
 moderation blocks come back as tool results that say what to change, so the agent loop goes on.
 
+The arguments come from a model, which a prompt injection may steer, so they are treated as
+hostile whatever the client's ``validate`` says: any JSON at all (malformed, nested, huge numbers,
+NaN, lone surrogates, enormous strings) gives an error result, never an exception; the tool reads
+local files only inside the directories the application passed as ``input_dirs`` (none by
+default), after resolving symlinks and ``..``; and only bytes that sniff as an image (a local file
+or a data: URL) are ever sent. http(s) URLs go as they are: StepFun fetches them, not this machine.
+
 The LangChain tool (``stepfun_openai.langchain``) runs on the same functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
-from collections.abc import Callable, Coroutine, Mapping
+import reprlib
+import stat
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, Union, cast
 
 import openai
 from pydantic import ValidationError
 
 from . import catalog
 from ._exceptions import ContentBlockedError, StepFunValidationError
+from ._inputs import inspect_image_string
+from ._sniff import HEADER_BYTES, sniff
 from ._tool_args import (
     DEFAULT_SOURCE_WEIGHT,
     IMAGE2IMAGE_MODELS,
+    IMAGE_TEXT_MAX_CHARS,
     IMAGE_TOOL_MODELS,
     TEXT_TO_IMAGE_MODELS,
     ImageToolArgs,
     strict_json_schema,
 )
-from ._urls import is_data_url, is_http_url
+from ._urls import REDACTED, is_data_url, is_http_url
 from .types import StepFunImage, StepFunImagesResponse, StyleReference
 
 if TYPE_CHECKING:
@@ -42,6 +55,7 @@ __all__ = [
     "IMAGE_TOOL_NAME",
     "ImageToolArgs",
     "ImageToolResult",
+    "InputDirs",
     "arun_image_tool",
     "arun_tool_call",
     "image_tool_schema",
@@ -116,46 +130,192 @@ def image_tool_schema(
 # --- arguments -> request ----------------------------------------------------------------------
 
 
-def parse_arguments(arguments: ImageToolArgs | Mapping[str, Any] | str | None) -> ImageToolArgs:
+ARGUMENTS_MAX_CHARS = 2 * IMAGE_TEXT_MAX_CHARS + 64 * 1024
+"""The longest arguments JSON the tool parses: two inline images of the largest size StepFun takes
+and the rest; longer JSON is refused before it is parsed."""
+
+_OBJECT = 'a JSON object such as {"prompt": "a red fox in the snow"}'
+
+
+def _parse_int(text: str) -> int | float:
+    # Python refuses to convert more than 4300 digits (a bare ValueError); as a float such a
+    # number is infinite, which the argument's validation refuses by name.
+    return int(text) if len(text) <= 4000 else float(text)
+
+
+def decode_arguments(arguments: Mapping[str, Any] | str | bytes | None) -> dict[str, Any]:
+    """The model's arguments (JSON text or a mapping) as a dict, or a
+    :class:`StepFunValidationError` for ``arguments`` saying why not: not UTF-8, longer than
+    ``ARGUMENTS_MAX_CHARS``, not JSON, nested too deeply to parse, or not an object."""
+    if arguments is None:
+        return {}
+    if isinstance(arguments, (bytes, bytearray)):
+        try:
+            arguments = bytes(arguments).decode("utf-8")
+        except UnicodeDecodeError:
+            raise StepFunValidationError("arguments", f"<{len(arguments)} bytes>", f"UTF-8 text of {_OBJECT}") from None
+    if isinstance(arguments, str):
+        if len(arguments) > ARGUMENTS_MAX_CHARS:
+            raise StepFunValidationError(
+                "arguments",
+                f"<{len(arguments)} characters>",
+                f"{_OBJECT} of at most {ARGUMENTS_MAX_CHARS} characters; pass images as URLs or file paths",
+            )
+        try:
+            arguments = json.loads(arguments or "{}", parse_int=_parse_int)
+        except RecursionError:
+            raise StepFunValidationError(
+                "arguments", "<deeply nested JSON>", f"{_OBJECT} whose values are strings, numbers, true/false or null"
+            ) from None
+        except ValueError as exc:
+            raise StepFunValidationError("arguments", arguments, f"{_OBJECT} (this is not valid JSON: {exc})") from None
+    if not isinstance(arguments, Mapping):
+        raise StepFunValidationError("arguments", arguments, f"{_OBJECT}, not a JSON {_json_kind(arguments)}")
+    return dict(arguments)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def parse_arguments(arguments: ImageToolArgs | Mapping[str, Any] | str | bytes | None) -> ImageToolArgs:
     """The model's arguments (a JSON string or a mapping) as validated :class:`ImageToolArgs`.
 
-    Raises pydantic's ``ValidationError`` or :class:`StepFunValidationError` (not JSON at all).
+    Raises pydantic's ``ValidationError`` (naming the argument) or :class:`StepFunValidationError`
+    (``arguments``: not a JSON object at all).
     """
     if isinstance(arguments, ImageToolArgs):
         return arguments
-    if isinstance(arguments, (str, bytes)):
+    return ImageToolArgs.model_validate(decode_arguments(arguments))
+
+
+# --- where images may come from -------------------------------------------------------------------
+
+InputDirs = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]], None]
+"""``input_dirs``: a directory (``str`` or ``PathLike``), several, or ``None`` / ``()`` for none."""
+
+_PATH_MAX_CHARS = 4096
+_URL_MAX_CHARS = 8192
+_IMAGE_KINDS = "PNG, JPEG, WebP or GIF"
+
+
+def resolve_input_dirs(input_dirs: InputDirs) -> tuple[Path, ...]:
+    """``input_dirs`` as resolved directories (symlinks followed, so a file's resolved path can be
+    compared with them), or :class:`StepFunValidationError` naming one that is not a directory."""
+    if input_dirs is None:
+        return ()
+    if isinstance(input_dirs, (str, os.PathLike)):
+        input_dirs = (input_dirs,)
+    if not isinstance(input_dirs, Iterable):
+        raise StepFunValidationError("input_dirs", input_dirs, "a directory path or a list of them")
+    resolved: dict[Path, None] = {}
+    for directory in input_dirs:
         try:
-            arguments = json.loads(arguments or "{}")
-        except ValueError:
-            raise StepFunValidationError(
-                "arguments", arguments, 'a JSON object such as {"prompt": "a red fox in the snow"}'
-            ) from None
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, Mapping):
-        raise StepFunValidationError(
-            "arguments", arguments, 'a JSON object such as {"prompt": "a red fox in the snow"}'
-        )
-    return ImageToolArgs.model_validate(dict(arguments))
+            path = Path(directory).resolve(strict=True)
+        except (OSError, RuntimeError, TypeError, ValueError):
+            path = None
+        if path is None or not path.is_dir():
+            raise StepFunValidationError("input_dirs", directory, "existing directories")
+        resolved[path] = None
+    return tuple(resolved)
+
+
+def _forms(input_dirs: tuple[Path, ...]) -> str:
+    """What the model may pass as an image, for an error result."""
+    inline = "an http(s) URL or a data: URL (data:image/png;base64,...)"
+    if not input_dirs:
+        return f"{inline}; this tool may not read local files"
+    listed = ", ".join(str(directory) for directory in input_dirs)
+    return f"{inline}, or the path of a {_IMAGE_KINDS} file inside {listed}"
+
+
+def _source(param: str, value: str, input_dirs: tuple[Path, ...]) -> str | bytes:
+    """What to send for an image argument: an http(s) URL as is, a data: URL once its bytes sniff
+    as an image, or the bytes of an image file inside ``input_dirs`` (read here, once, so what was
+    checked is what is sent)."""
+    forms = _forms(input_dirs)
+    if is_http_url(value):
+        if len(value) > _URL_MAX_CHARS:
+            raise StepFunValidationError(param, value, f"{forms}; this URL is longer than {_URL_MAX_CHARS} characters")
+        return value
+    if is_data_url(value):
+        if inspect_image_string(value, param=param).info.format is None:
+            raise StepFunValidationError(param, value, f"{forms}; this data: URL holds no {_IMAGE_KINDS} image")
+        return value
+    if not input_dirs:
+        raise StepFunValidationError(param, value, forms)
+    try:
+        # realpath, not resolve(strict=True) first: a path outside is refused the same way whether
+        # or not it exists, so the model cannot probe the rest of the disk.
+        if len(value) > _PATH_MAX_CHARS:
+            raise ValueError("too long for a path")
+        real = Path(os.path.realpath(value))
+    except (OSError, ValueError):
+        raise StepFunValidationError(param, value, f"{forms}; this is neither a URL nor a usable path") from None
+    if not any(real.is_relative_to(directory) for directory in input_dirs):
+        raise StepFunValidationError(param, value, f"{forms}; this path is outside them")
+    return _read_image_file(real, param, value, forms)
+
+
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)  # the resolved path has no symlink; one appearing now is refused
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in after the check does not block the open
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _read_image_file(real: Path, param: str, value: str, forms: str) -> bytes:
+    """The bytes of the regular file ``real``, at most ``catalog.MAX_IMAGE_BYTES``, if they are an image."""
+    limit = catalog.MAX_IMAGE_BYTES
+    try:
+        before = os.stat(real, follow_symlinks=False)
+    except OSError:
+        raise StepFunValidationError(param, value, f"{forms}; there is no such file") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise StepFunValidationError(param, value, f"{forms}; this is not a regular file")
+    if before.st_size > limit:
+        raise StepFunValidationError(param, value, f"{forms}; this file is larger than {limit // 2**20} MB")
+    try:
+        descriptor = os.open(real, _OPEN_FLAGS)
+    except OSError as exc:
+        raise StepFunValidationError(param, value, f"{forms}; it could not be read ({exc.strerror})") from None
+    with open(descriptor, "rb") as handle:
+        after = os.fstat(descriptor)
+        if not stat.S_ISREG(after.st_mode) or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            raise StepFunValidationError(param, value, f"{forms}; the file changed while it was opened")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise StepFunValidationError(param, value, f"{forms}; this file is larger than {limit // 2**20} MB")
+    if sniff(data[:HEADER_BYTES]).format is None:
+        raise StepFunValidationError(param, value, f"{forms}; this file is not a {_IMAGE_KINDS} image")
+    return data
 
 
 @dataclass(frozen=True)
 class _Call:
     method: Literal["generate", "image2image"]
     kwargs: dict[str, Any]
+    args: ImageToolArgs
 
     @property
     def model(self) -> str:
         return str(self.kwargs["model"])
 
 
-def _check_source(param: str, value: str, local_files: bool) -> str:
-    if not local_files and not (is_http_url(value) or is_data_url(value)):
-        raise StepFunValidationError(param, value, "an http(s) URL (this tool is not allowed to read local files)")
-    return value
+_TEXT_TO_IMAGE_ONLY = ("negative_prompt", "text_mode")
 
 
-def _plan(args: ImageToolArgs, *, default_model: str | None, output_dir: Path | None, local_files: bool) -> _Call:
+def _plan(
+    args: ImageToolArgs, *, default_model: str | None, output_dir: Path | None, input_dirs: tuple[Path, ...]
+) -> _Call:
     """Which endpoint and which keyword arguments; the client validates them against the catalog."""
     if args.source_weight is not None and args.source_image is None:
         raise StepFunValidationError("source_weight", args.source_weight, "only together with source_image")
@@ -173,50 +333,108 @@ def _plan(args: ImageToolArgs, *, default_model: str | None, output_dir: Path | 
             raise StepFunValidationError(
                 "style_reference", args.style_reference, "not together with source_image; use one or the other"
             )
+        for name in _TEXT_TO_IMAGE_ONLY:  # the image-to-image endpoint has no such parameter
+            if getattr(args, name) is not None:
+                raise StepFunValidationError(name, getattr(args, name), "null together with source_image")
         model = args.model
         if model is None:
             model = default_model if default_model in IMAGE2IMAGE_MODELS else _current(IMAGE2IMAGE_MODELS)
         kwargs["model"] = model
-        kwargs["source_url"] = _check_source("source_image", args.source_image, local_files)
+        kwargs["source_url"] = _source("source_image", args.source_image, input_dirs)
         kwargs["source_weight"] = DEFAULT_SOURCE_WEIGHT if args.source_weight is None else args.source_weight
-        return _Call("image2image", kwargs)
+        return _Call("image2image", kwargs, args)
 
     kwargs["model"] = args.model or default_model or _current(TEXT_TO_IMAGE_MODELS)
     if args.style_reference is not None:
-        image = _check_source("style_reference", args.style_reference, local_files)
+        image = _source("style_reference", args.style_reference, input_dirs)
         kwargs["style_reference"] = StyleReference(image=image, weight=args.style_weight)
-    return _Call("generate", kwargs)
+    return _Call("generate", kwargs, args)
 
 
 # --- errors -> text the model can act on -------------------------------------------------------
 
 
-def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+class _Shown(reprlib.Repr):
+    """``repr`` bounded in length and depth: what the model sent may be nested thousands deep or be
+    an integer Python cannot print."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict = 2, 4, 4, 4
+        self.maxstring = self.maxother = self.maxlong = limit
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 64:
+            return f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return repr(x)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return f"<{len(x)} bytes>"
 
 
-def explain_invalid(exc: Exception, *, tool_name: str = IMAGE_TOOL_NAME) -> str:
-    """A tool result for arguments that were rejected: which argument to fix, what is allowed."""
+_SHOWN = _Shown(160)
+
+
+def _short(value: object) -> str:
+    return _clean(_SHOWN.repr(value))
+
+
+def _clean(text: str, limit: int = 2000) -> str:
+    """``text`` fit for a tool message: lone surrogates escaped (a UTF-8 message cannot carry
+    them) and at most ``limit`` characters."""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_MAX_PROBLEMS = 5
+
+
+def explain_invalid(
+    exc: Exception,
+    *,
+    tool_name: str = IMAGE_TOOL_NAME,
+    values: Mapping[str, object] | None = None,
+    secret: str | None = None,
+) -> str:
+    """A tool result for arguments that were rejected: which argument to fix, what is allowed.
+
+    ``values`` (tool argument -> what the model sent) replaces the value the client checked when it
+    is not what the model wrote (an image file's bytes for its path). ``secret`` (the API key) is
+    replaced by ``REDACTED`` should StepFun's message echo it."""
+    return redact(_clean(_explain(exc, tool_name, values or {})), secret)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (an API key; keys shorter than 8 characters are not real ones,
+    and replacing them would garble the text)."""
+    return text.replace(secret, REDACTED) if secret and len(secret) >= 8 else text
+
+
+def _explain(exc: Exception, tool_name: str, values: Mapping[str, object]) -> str:
     tail = f"Nothing was generated. Fix the argument and call {tool_name} again."
     if isinstance(exc, StepFunValidationError) and exc.param == "arguments":
         return f"The arguments were not valid: expected {exc.allowed}. {tail}"
     if isinstance(exc, StepFunValidationError):
         param = _TOOL_PARAM.get(exc.param, exc.param)
+        value = values.get(param, exc.value)
         where = f" for model {exc.model!r}" if exc.model else ""
-        return f"Invalid argument {param}={_short(exc.value)}{where}. Allowed: {exc.allowed}. {tail}"
+        return f"Invalid argument {param}={_short(value)}{where}. Allowed: {exc.allowed}. {tail}"
     if isinstance(exc, ValidationError):
         allowed_names = ", ".join(ImageToolArgs.model_fields)
         problems: list[str] = []
-        for error in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        for error in errors[:_MAX_PROBLEMS]:
             param = ".".join(str(part) for part in error["loc"]) or "arguments"
             if error["type"] == "extra_forbidden":
-                problems.append(f"unknown argument {param!r} (the arguments are: {allowed_names})")
+                problems.append(f"unknown argument {_short(param)} (the arguments are: {allowed_names})")
             elif error["type"] == "missing":
                 problems.append(f"{param} is required")
             else:
                 message = str(error["msg"]).removeprefix("Value error, ")
                 problems.append(f"{param}={_short(error.get('input'))}: {message}")
+        if len(errors) > _MAX_PROBLEMS:
+            problems.append(f"and {len(errors) - _MAX_PROBLEMS} more")
         return f"Invalid arguments for {tool_name}: {'; '.join(problems)}. {tail}"
     if isinstance(exc, openai.BadRequestError):
         return f"StepFun rejected the request: {_api_message(exc)}. {tail}"
@@ -224,9 +442,10 @@ def explain_invalid(exc: Exception, *, tool_name: str = IMAGE_TOOL_NAME) -> str:
 
 
 def _api_message(exc: openai.APIStatusError) -> str:
+    """StepFun's message, bounded (the caller redacts the key)."""
     body = exc.body
     message = body.get("message") if isinstance(body, Mapping) else None
-    return message if isinstance(message, str) else exc.message
+    return _clean(message if isinstance(message, str) else exc.message, 500)
 
 
 def _explain_blocked(exc: ContentBlockedError) -> str:
@@ -292,22 +511,27 @@ class _ToolRun(Generic[_T]):
     directory: Path | None
     default_model: str | None
     handle_validation_error: bool
-    local_files: bool
+    input_dirs: tuple[Path, ...]
     tool_name: str
     output: Callable[[ImageToolResult], _T]
     """What the caller gets: the whole result (``run_image_tool``) or its text (``run_tool_call``)."""
+    secret: str | None = None
+    """The client's API key, kept out of every result (StepFun's messages may echo it)."""
 
     def plan(self) -> _Call:
         args = parse_arguments(self.arguments)
-        return _plan(args, default_model=self.default_model, output_dir=self.directory, local_files=self.local_files)
+        return _plan(args, default_model=self.default_model, output_dir=self.directory, input_dirs=self.input_dirs)
 
-    def failed(self, exc: Exception) -> _T:
+    def failed(self, exc: Exception, call: _Call | None) -> _T:
         """A failure the model can act on, explained (invalid arguments raise again if asked to)."""
         if isinstance(exc, ContentBlockedError):
-            return self.output(ImageToolResult(_explain_blocked(exc), error="content_blocked"))
+            return self._emit(ImageToolResult(_explain_blocked(exc), error="content_blocked"))
         if not self.handle_validation_error:
             raise exc
-        return self.output(ImageToolResult(explain_invalid(exc, tool_name=self.tool_name), error="invalid_arguments"))
+        # The client checked an image file's bytes; the model wrote its path.
+        values = {} if call is None else call.args.model_dump(include={"source_image", "style_reference"})
+        content = explain_invalid(exc, tool_name=self.tool_name, values=values)
+        return self._emit(ImageToolResult(content, error="invalid_arguments"))
 
     def save_to(self, response: StepFunImagesResponse) -> str | None:
         """Where to save the image (a folder: ``save()`` picks a free name), or ``None``: no
@@ -319,9 +543,12 @@ class _ToolRun(Generic[_T]):
     def finish(self, response: StepFunImagesResponse, call: _Call, path: Path | None) -> _T:
         image = response.images[0]
         if image.content_filtered:
-            return self.output(ImageToolResult(_FILTERED, image=image, error="content_filtered", response=response))
-        content = _describe(image, call, path)
-        return self.output(ImageToolResult(content, image=image, path=path, response=response))
+            return self._emit(ImageToolResult(_FILTERED, image=image, error="content_filtered", response=response))
+        content = _clean(_describe(image, call, path))
+        return self._emit(ImageToolResult(content, image=image, path=path, response=response))
+
+    def _emit(self, result: ImageToolResult) -> _T:
+        return self.output(dataclasses.replace(result, content=redact(result.content, self.secret)))
 
 
 def _twins(
@@ -331,24 +558,26 @@ def _twins(
     after a ``client``, and its docstring. Only the request and the save are written twice."""
 
     def run(client: StepFun, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        planned = tool(*args, **kwargs)
+        planned = dataclasses.replace(tool(*args, **kwargs), secret=client.api_key)
+        call = None
         try:
             call = planned.plan()
             method = client.images.image2image if call.method == "image2image" else client.images.generate
             response: StepFunImagesResponse = method(**call.kwargs)
         except _EXPLAINED as exc:
-            return planned.failed(exc)
+            return planned.failed(exc, call)
         folder = planned.save_to(response)
         return planned.finish(response, call, None if folder is None else response.images[0].save(folder).resolve())
 
     async def arun(client: AsyncStepFun, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        planned = tool(*args, **kwargs)
+        planned = dataclasses.replace(tool(*args, **kwargs), secret=client.api_key)
+        call = None
         try:
             call = planned.plan()
             method = client.images.image2image if call.method == "image2image" else client.images.generate
             response: StepFunImagesResponse = await method(**call.kwargs)
         except _EXPLAINED as exc:
-            return planned.failed(exc)
+            return planned.failed(exc, call)
         folder = planned.save_to(response)
         path = None if folder is None else (await response.images[0].asave(folder)).resolve()
         return planned.finish(response, call, path)
@@ -378,13 +607,14 @@ def _start(
     output_dir: str | os.PathLike[str] | None,
     default_model: str | None,
     handle_validation_error: bool,
-    local_files: bool,
+    input_dirs: InputDirs,
     tool_name: str,
     output: Callable[[ImageToolResult], _T],
 ) -> _ToolRun[_T]:
-    check_default_model(default_model)  # the programmer's mistake, raised before anything else
+    check_default_model(default_model)  # the programmer's mistakes, raised before anything else
+    readable = resolve_input_dirs(input_dirs)
     directory = Path(output_dir) if output_dir is not None else None
-    return _ToolRun(arguments, directory, default_model, handle_validation_error, local_files, tool_name, output)
+    return _ToolRun(arguments, directory, default_model, handle_validation_error, readable, tool_name, output)
 
 
 def _image_tool(
@@ -393,7 +623,7 @@ def _image_tool(
     output_dir: str | os.PathLike[str] | None = None,
     default_model: str | None = None,
     handle_validation_error: bool = True,
-    local_files: bool = True,
+    input_dirs: InputDirs = (),
     tool_name: str = IMAGE_TOOL_NAME,
 ) -> _ToolRun[ImageToolResult]:
     """Validate ``arguments`` and generate the image with ``client``.
@@ -401,11 +631,21 @@ def _image_tool(
     ``output_dir``: save the image there (requested as ``b64_json``, so nothing expires) and
     report the path; without it the result reports StepFun's URL. ``default_model``: the model
     when the arguments name none. ``handle_validation_error=False`` raises invalid arguments
-    instead of explaining them. ``local_files=False`` accepts only URLs as source/style images.
-    A moderation block is always returned as an explanation. Other errors (auth, rate limits after
-    the retries, server errors) raise: the model cannot fix them.
+    instead of explaining them.
+
+    ``input_dirs``: the directories (one, or a list) whose image files the model may name as
+    ``source_image``/``style_reference``; by default none, so the model can pass only http(s)
+    and data: URLs. A path is resolved (symlinks, ``..``) before it is compared with them, and a
+    file is sent only when its bytes are a PNG, JPEG, WebP or GIF image (at most 10 MB), whatever
+    the client's ``validate`` says; anything else comes back as an error result listing what is
+    allowed. A directory that does not exist raises ``StepFunValidationError``.
+
+    Any arguments a model can send (not JSON, nested, huge numbers, NaN, bad Unicode, enormous
+    strings) come back as an error result that names the argument. A moderation block is always
+    returned as an explanation. Other errors (auth, rate limits after the retries, server errors)
+    raise: the model cannot fix them.
     """
-    return _start(arguments, output_dir, default_model, handle_validation_error, local_files, tool_name, _whole)
+    return _start(arguments, output_dir, default_model, handle_validation_error, input_dirs, tool_name, _whole)
 
 
 def _whole(result: ImageToolResult) -> ImageToolResult:
@@ -452,7 +692,7 @@ def _tool_call(
     output_dir: str | os.PathLike[str] | None = None,
     default_model: str | None = None,
     handle_validation_error: bool = True,
-    local_files: bool = True,
+    input_dirs: InputDirs = (),
     name: str = IMAGE_TOOL_NAME,
 ) -> _ToolRun[str]:
     """Execute a model's call of the image tool and return the tool message's content.
@@ -462,7 +702,7 @@ def _tool_call(
     ``name`` must match the name the schema was sent with (``ValueError`` otherwise).
     """
     arguments = _arguments_for(tool_call, name)
-    return _start(arguments, output_dir, default_model, handle_validation_error, local_files, name, _content)
+    return _start(arguments, output_dir, default_model, handle_validation_error, input_dirs, name, _content)
 
 
 def _content(result: ImageToolResult) -> str:

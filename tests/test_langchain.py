@@ -8,7 +8,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("langchain_core")
 
@@ -21,12 +24,21 @@ from stepfun_openai import AsyncStepFun, StepFun, StepFunImage, StepFunValidatio
 from stepfun_openai.emulator import Emulator
 from stepfun_openai.langchain import StepFunImageTool
 from stepfun_openai.tools import ImageToolArgs
+from tests._mock import Recorder, error_response, tiny_png
 from tests.test_tools import last_request, strict_mode_violations
+from tests.test_tools_hostile import API_KEY, KNOWN_BREAKERS, json_arguments, make_client, text_arguments
 
 
 def call(args: dict[str, Any], call_id: str = "call_1") -> dict[str, Any]:
     """A tool call as a chat model emits it."""
     return {"name": "generate_image", "args": args, "id": call_id, "type": "tool_call"}
+
+
+def _deep_list(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -305,3 +317,107 @@ def test_agent_step_with_a_fake_chat_model(stepfun_client: StepFun, tmp_path: Pa
     b64 = first.artifact.b64_json
     assert b64 is not None and all(b64[:200] not in str(m.content) for m in messages)
     assert len(list(tmp_path.iterdir())) == 1
+
+
+# --- local files and hostile calls (the rules of stepfun_openai.tools, through LangChain) ----------
+
+
+def test_local_files_are_read_only_inside_input_dirs(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, tmp_path: Path
+) -> None:
+    allowed = tmp_path / "uploads"
+    allowed.mkdir()
+    (allowed / "cat.png").write_bytes(tiny_png(32, 32))
+    (tmp_path / "secret.png").write_bytes(tiny_png(32, 32))
+    default = StepFunImageTool(client=stepfun_client)
+    tool = StepFunImageTool(client=stepfun_client, input_dirs=str(allowed))  # one directory, or a list
+
+    refused = default.invoke(call({"prompt": "a cat", "source_image": str(allowed / "cat.png")}))
+    outside = tool.invoke(call({"prompt": "a cat", "source_image": f"{allowed}/../secret.png"}))
+    assert stepfun_emulator.requests() == []
+    accepted = tool.invoke(call({"prompt": "a cat", "source_image": str(allowed / "cat.png")}))
+
+    assert refused.status == "error" and "this tool may not read local files" in refused.content
+    assert outside.status == "error" and f"inside {allowed}" in outside.content and "outside them" in outside.content
+    assert accepted.status == "success" and accepted.content.startswith("Transformed the source image")
+    assert tool.input_dirs == (allowed.resolve(),)
+    assert last_request(stepfun_emulator)["endpoint"] == "image2image"
+
+
+def test_input_dirs_that_do_not_exist_fail_when_building_the_tool(tmp_path: Path) -> None:
+    with pytest.raises((StepFunValidationError, ValidationError), match="input_dirs"):
+        StepFunImageTool(client=None, input_dirs=[tmp_path / "missing"])
+
+
+def test_the_old_local_files_option_says_what_replaced_it() -> None:
+    with pytest.raises(ValidationError, match="local_files was replaced by input_dirs"):
+        StepFunImageTool(client=None, local_files=True)
+
+
+def test_a_plain_string_input_is_the_prompt(stepfun_client: StepFun, stepfun_emulator: Emulator) -> None:
+    tool = StepFunImageTool(client=stepfun_client)
+
+    content = tool.invoke("a lighthouse at dusk")
+
+    assert content.startswith("Generated a 1024x1024")
+    assert last_request(stepfun_emulator)["fields"]["prompt"] == "a lighthouse at dusk"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param('{"prompt": "a fox"', "this is not valid JSON", id="json-text"),
+        pytest.param(None, "prompt is required", id="null"),
+        pytest.param(5, "not a JSON number", id="number"),
+        pytest.param({"prompt": "x", "seed": 10**5000}, "seed=<an integer of about 5001 digits>", id="huge-int"),
+        pytest.param({"prompt": "x", "extra": _deep_list(5000)}, "unknown argument 'extra'", id="deep"),
+        pytest.param({"prompt": "\ud800"}, "not valid Unicode", id="surrogate"),
+        pytest.param({"prompt": "x", "cfg_scale": float("nan")}, "cfg_scale=nan: Input should be a finite", id="nan"),
+    ],
+)
+async def test_tool_calls_langchain_itself_cannot_run_become_error_messages(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, args: Any, expected: str
+) -> None:
+    tool = StepFunImageTool(client=stepfun_client)
+
+    message = tool.invoke(call(args))
+    async_message = await tool.ainvoke(call(args))
+
+    assert isinstance(message, ToolMessage) and message.status == "error", message
+    assert expected in message.content and message.content == async_message.content
+    assert message.tool_call_id == "call_1"
+    assert stepfun_emulator.requests() == []
+
+
+def test_the_api_key_never_appears_in_the_tool_message() -> None:
+    key = "sk-langchain-test-key-0123456789"
+    recorder = Recorder(lambda request: error_response(400, f"bad size for {request.headers['authorization']}", "x"))
+    client = StepFun(
+        api_key=key, base_url="http://127.0.0.1:9/v1", http_client=httpx2.Client(transport=recorder.transport)
+    )
+    tool = StepFunImageTool(client=client.with_options(validate=False, max_retries=0))
+
+    message = tool.invoke(call({"prompt": "a fox", "model": "step-2x-large", "size": "768x1360"}))
+
+    assert len(recorder.requests) == 1
+    assert message.status == "error" and message.content.startswith("StepFun rejected the request: bad size")
+    assert key not in message.content and "REDACTED" in message.content
+
+
+@pytest.mark.filterwarnings("ignore:StepFun retired:DeprecationWarning")
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=json_arguments | text_arguments, validate=st.booleans())
+@example(args=KNOWN_BREAKERS[0], validate=False)
+@example(args=KNOWN_BREAKERS[2], validate=False)
+@example(args=KNOWN_BREAKERS[-1], validate=False)
+def test_any_tool_call_gives_a_tool_message_never_an_exception(args: Any, validate: bool) -> None:
+    recorder = Recorder()
+    tool = StepFunImageTool(client=make_client(recorder, validate=validate))
+
+    message = tool.invoke(call(args))
+
+    assert isinstance(message, ToolMessage) and message.status in ("success", "error")
+    assert isinstance(message.content, str)
+    message.content.encode("utf-8")
+    assert (message.status == "success") == (message.artifact is not None)
+    assert API_KEY not in message.content

@@ -202,7 +202,9 @@ def test_a_source_image_turns_the_call_into_image2image(
     source.write_bytes(tiny_png(64, 64))
 
     content = run_tool_call(
-        stepfun_client, tool_call(strict_arguments(prompt="the same cat as a watercolour", source_image=str(source)))
+        stepfun_client,
+        tool_call(strict_arguments(prompt="the same cat as a watercolour", source_image=str(source))),
+        input_dirs=[tmp_path],
     )
 
     request = last_request(stepfun_emulator)
@@ -235,6 +237,8 @@ def test_a_size_the_model_does_not_take_comes_back_as_a_fixable_result(
         ('{"prompt": "a fox"', "The arguments were not valid: expected a JSON object"),
         ('{"prompt": "a fox", "source_weight": 0.3}', "source_weight=0.3. Allowed: only together with source_image"),
         ('{"prompt": "a fox", "source_image": "cat.png"}', "Invalid argument source_image='cat.png'"),
+        ('{"prompt": "a fox", "cfg_scale": NaN}', "cfg_scale=nan: Input should be a finite number"),
+        ('{"prompt": "a fox", "steps": true}', "steps=True: a number, not true or false"),
     ],
 )
 def test_bad_arguments_say_what_to_fix(stepfun_client: StepFun, arguments: str, expected: str) -> None:
@@ -251,15 +255,22 @@ def test_validation_errors_can_raise_instead(stepfun_client: StepFun) -> None:
     assert caught.value.param == "steps"
 
 
-def test_local_files_can_be_refused(stepfun_client: StepFun, tmp_path: Path) -> None:
+def test_local_files_are_refused_unless_their_directory_is_allowed(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, tmp_path: Path
+) -> None:
     source = tmp_path / "cat.png"
     source.write_bytes(tiny_png(64, 64))
 
-    content = run_tool_call(
-        stepfun_client, tool_call(json.dumps({"prompt": "a cat", "source_image": str(source)})), local_files=False
-    )
+    content = run_tool_call(stepfun_client, tool_call(json.dumps({"prompt": "a cat", "source_image": str(source)})))
 
-    assert "source_image" in content and "not allowed to read local files" in content
+    assert content.startswith(f"Invalid argument source_image={str(source)!r}. Allowed: an http(s) URL or a data: URL")
+    assert "this tool may not read local files" in content
+    assert stepfun_emulator.requests() == []
+
+
+def test_input_dirs_must_exist(stepfun_client: StepFun, tmp_path: Path) -> None:
+    with pytest.raises(StepFunValidationError, match="input_dirs"):
+        run_tool_call(stepfun_client, tool_call('{"prompt": "x"}'), input_dirs=[tmp_path / "missing"])
 
 
 @pytest.mark.stepfun_emulator(block_words=["forbidden"])
@@ -339,8 +350,18 @@ def test_style_reference_goes_to_the_model_that_has_it(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # step-1x-medium is retired (warned once a process)
-        content = run_tool_call(stepfun_client, tool_call(json.dumps(arguments)))
+        content = run_tool_call(stepfun_client, tool_call(json.dumps(arguments)), input_dirs=tmp_path)
 
     sent = last_request(stepfun_emulator)["fields"]["style_reference"]
     assert sent["weight"] == 0.8
     assert content.startswith("Generated") and "step-1x-medium" in content
+
+
+@pytest.mark.parametrize("argument", ['"negative_prompt": "blur"', '"text_mode": false'])
+def test_text_to_image_only_arguments_with_a_source_image_say_so(stepfun_client: StepFun, argument: str) -> None:
+    arguments = f'{{"prompt": "a fox", "source_image": "https://example.com/cat.png", {argument}}}'
+
+    content = run_tool_call(stepfun_client, tool_call(arguments))
+
+    assert f"Invalid argument {argument.split(':')[0].strip(chr(34))}=" in content
+    assert "Allowed: null together with source_image" in content
