@@ -177,7 +177,7 @@ def _add_parameters(parser: argparse.ArgumentParser, command: str, *, batch: boo
             help="the image to edit (path); "
             + _per_model(endpoints, lambda s: s.image_limits.describe() if s.image_limits else None),
         )
-    group.add_argument("--n", type=int, help="images per request: only 1 is supported")
+    group.add_argument("--n", type=int, help="images: n requests at once (1..10; StepFun makes one image per request)")
     group.add_argument(
         "--fit",
         action="store_true",
@@ -195,6 +195,12 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         help="run against a local in-process emulator instead of StepFun (no key needed, nothing billed)",
     )
     group.add_argument("--base-url", help="API base URL (default: $STEPFUN_BASE_URL, then https://api.stepfun.com/v1)")
+    group.add_argument(
+        "--region",
+        choices=["mainland", "international"],
+        help="whose prices apply (yuan or dollars) when the host does not say: a proxy or an emulator "
+        "(StepFun's hosts say it themselves; --emulator charges mainland prices)",
+    )
     group.add_argument("--debug", action="store_true", help="show tracebacks and the client's retry warnings")
 
 
@@ -254,6 +260,23 @@ def add_image_commands(subparsers: Any) -> None:
     limits.add_argument(
         "--tier", choices=list(catalog.RATE_LIMIT_TIERS), help=f"your account's tier (concurrent/RPM): {tiers}"
     )
+    money = parser.add_argument_group("money")
+    money.add_argument(
+        "--max-spend",
+        metavar="AMOUNT",
+        help="a budget in the account's currency: the spend (in flight and earlier runs included) never "
+        "passes it; the jobs it leaves stay pending for a later run",
+    )
+    money.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the job count, the estimated cost and the balance; generate nothing",
+    )
+    money.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="start even when the balance is lower than the estimated cost (the batch stops cleanly at the 402)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_parameters(parser, "generate", batch=True)
     _add_connection(parser)
@@ -278,6 +301,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
         from ._client import MissingAPIKeyError
         from ._exceptions import StepFunValidationError, get_trace_id
+        from .batch._budget import BudgetError
         from .batch._manifest import ManifestLockedError
 
         try:
@@ -297,6 +321,9 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         ) as exc:
             _error(_for_the_command_line(exc), args)
             return EXIT_USAGE
+        except BudgetError as exc:
+            _error(str(exc).replace("allow_partial=True, ", ""), args)
+            return EXIT_FAILED
         except openai.APIError as exc:
             status = getattr(exc, "status_code", None)
             trace = get_trace_id(exc)
@@ -366,13 +393,16 @@ def _connection(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         from .emulator import Emulator
 
         with Emulator() as emulator:
-            yield {"api_key": emulator.api_key, "base_url": emulator.base_url}
+            yield {"api_key": emulator.api_key, "base_url": emulator.base_url, "region": args.region or "mainland"}
         return
     if not any(os.environ.get(name) for name in ("STEPFUN_API_KEY", "STEP_API_KEY")):
         raise _UsageError(
             "no API key: set STEPFUN_API_KEY (or STEP_API_KEY), or add --emulator to try a local emulator"
         )
-    yield {"base_url": args.base_url} if args.base_url else {}
+    settings: dict[str, Any] = {"base_url": args.base_url} if args.base_url else {}
+    if args.region:
+        settings["region"] = args.region
+    yield settings
 
 
 def _params(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -453,7 +483,9 @@ def _single(args: argparse.Namespace) -> int:
         # already under the name is never replaced: the next free name (``-2``, ...) is used.
         path = image._write(path, image.read(), metadata=True, exclusive=made_up)
         written += 1
-        print(f"wrote {path} (seed {image.seed})")
+        size, cost = image._context.get("size"), image.cost
+        details = [f"seed {image.seed}", *([f"size {size}"] if size else []), *([f"cost {cost}"] if cost.known else [])]
+        print(f"wrote {path} ({', '.join(details)})")
     return EXIT_OK if written else EXIT_FAILED
 
 
@@ -471,6 +503,13 @@ def _batch(args: argparse.Namespace) -> int:
     else:
         limits = batch.resolve_limits(concurrency=args.concurrency, rpm=args.rpm, tier=args.tier)
     manifest = Path(args.manifest) if args.manifest else Path(args.out) / "manifest.jsonl"
+    if args.dry_run:
+        with _connection(args) as connection, StepFun(**connection) as client:
+            found = batch.estimate(jobs, manifest=manifest, client=client, defaults=defaults)
+        print(f"dry run: nothing generated\n{found}")
+        if found.affordable is False:
+            print("the balance is lower than the estimated cost: a live run stops at the 402 (see --allow-partial)")
+        return EXIT_OK
     print(f"{len(jobs)} jobs from {args.jobs}; limits: {limits.describe()}", file=sys.stderr)
     # batch.run sends with an async twin of this client, made in its own event loop.
     with _connection(args) as connection, StepFun(**connection) as client:
@@ -484,6 +523,9 @@ def _batch(args: argparse.Namespace) -> int:
                 rpm=args.rpm,
                 tier=args.tier,
                 defaults=defaults,
+                max_spend=args.max_spend,
+                check_balance=True,
+                allow_partial=args.allow_partial,
                 progress=not args.no_progress,
             )
         except batch.BatchInterrupted as exc:

@@ -44,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepfun-openai", description="StepFun image generation tools.")
     parser.add_argument("--version", action=_Version)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from ._cli_account import add_account_commands
     from ._cli_commands import add_image_commands, add_models_command
 
     add_image_commands(subparsers)  # generate, image2image, edit, batch
     _add_emulator(subparsers)
     add_models_command(subparsers)
+    add_account_commands(subparsers)  # balance, doctor
     return parser
 
 

@@ -19,13 +19,15 @@ Running the same batch again skips the finished jobs, so a crash or Ctrl-C costs
 requests that were in flight.
 
 The package, one concept a module: ``_jobs`` (jobs, ids, how they are described),
-``_runner`` (the job loop, ``run``/``arun``), ``_writer`` (group commits), ``_manifest`` (the
+``_runner`` (the job loop, ``run``/``arun``), ``_budget`` (costs, ``max_spend``,
+``estimate``), ``_writer`` (group commits), ``_manifest`` (the
 JSONL record, resume), ``_ratelimit`` (pacing and 429 adaptation), ``_progress`` (the bar) and
 ``_result`` (``BatchResult``).
 """
 
 from __future__ import annotations
 
+from ._budget import BudgetError, Estimate, estimate
 from ._jobs import DEFAULT_MODELS, Job, JobEndpoint, load_jobs
 from ._ratelimit import Limits, resolve_limits
 from ._result import BatchInterrupted, BatchResult
@@ -35,10 +37,13 @@ __all__ = [
     "DEFAULT_MODELS",
     "BatchInterrupted",
     "BatchResult",
+    "BudgetError",
+    "Estimate",
     "Job",
     "JobEndpoint",
     "Limits",
     "arun",
+    "estimate",
     "load_jobs",
     "resolve_limits",
     "run",

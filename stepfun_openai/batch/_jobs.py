@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import catalog
+from .._cost import Cost
 from .._urls import is_data_url, is_http_url
 
 __all__ = ["DEFAULT_MODELS", "Job", "JobEndpoint", "content_id", "load_jobs"]
@@ -328,6 +329,7 @@ class _Work:
     stem: str = ""  # its images' file name, without the number and extension (_file_stems)
     attempts: int = 0
     rate_limited: int = 0
+    billed: Cost | None = None  # what StepFun billed for it (set once it answered with an image)
 
 
 def _allowed_params(endpoint: JobEndpoint) -> set[str]:

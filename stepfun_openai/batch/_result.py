@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
+from .._cost import Cost
 from ._progress import format_duration
 from ._ratelimit import Limits
 
@@ -45,7 +47,13 @@ class BatchResult:
     limits: Limits | None = None
     interrupted: bool = False
     stopped: str | None = None
-    """Why the batch stopped early (a key, balance or permission error), if it did."""
+    """Why the batch stopped early (a key, balance or permission error, the budget), if it did."""
+    spent: Cost = field(default_factory=lambda: Cost.total([]))
+    """What the batch's images cost at the catalog's prices, earlier runs (from the manifest)
+    included; unknown (with the reason) when a price is."""
+    max_spend: Decimal | None = None
+    budget_reached: bool = False
+    """The budget stopped the batch from starting more jobs (they stay pending)."""
     unreadable_lines: int = 0
     """Manifest lines skipped when resuming: cut short, not UTF-8 or JSON, too long or deep, or
     not a job event. The jobs they were about run (again) unless a readable line says otherwise."""
@@ -77,13 +85,17 @@ class BatchResult:
         if self.failures or not_started:
             reasons = [f"{count} {reason}" for reason, count in self.failures.most_common()]
             if not_started:
-                reasons.append(f"{not_started} not started")
+                reasons.append(f"{not_started} not started" + (" (budget)" if self.budget_reached else ""))
             lines.append(f"not done: {', '.join(reasons)}")
             lines += [f"  {status} job {job_id}: {_one_line(message)}" for job_id, status, message in self.problems]
             shown, recorded = len(self.problems), self.total - self.succeeded - not_started
             if recorded > shown:
                 more = f"{recorded - shown} more" if shown else f"{recorded} jobs"
                 lines.append(f"  ... {more}: every reason is in {self.manifest}")
+        if self.spent.images or self.max_spend is not None:
+            budget = f" of a {Cost(self.max_spend, self.spent.currency)} budget" if self.max_spend is not None else ""
+            budget = budget if self.spent.known or self.max_spend is None else f" (budget {self.max_spend})"
+            lines.append(f"spent: {self.spent}{budget}")
         lines.append(f"images in {self.out}/, manifest {self.manifest}")
         if self.unreadable_lines or self.missing_files:
             notes = []

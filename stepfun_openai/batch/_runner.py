@@ -13,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as _dt
+import logging
 import os
 import time
 import warnings
 from collections.abc import AsyncIterable, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import openai
 
+from .. import catalog
+from .._cost import Cost
 from .._exceptions import (
     ContentBlockedError,
     InsufficientBalanceError,
@@ -31,12 +35,15 @@ from .._exceptions import (
     get_trace_id,
 )
 from .._retry import RetryPolicy, async_retrying, explain_connection_error, retry_after_seconds
+from ._budget import Budget, BudgetError, job_cost, money, spent_in
 from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _prepare, _Work, describe_params
 from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
 from ._ratelimit import AdaptiveLimiter, resolve_limits
 from ._result import PROBLEMS_SHOWN, BatchInterrupted, BatchResult, _count, note_problem
 from ._writer import Commit, GroupWriter
+
+log = logging.getLogger("stepfun_openai")
 
 if TYPE_CHECKING:
     from .._client import AsyncStepFun, StepFun
@@ -260,9 +267,12 @@ class _Runner:
         images = response.images
         trace_id = response.trace_id
         seed = images[0].seed if images and images[0].seed is not None else work.params.get("seed")
+        work.billed = cost = response.cost  # generated, so billed (content_filtered ones too)
         if any(image.content_filtered for image in images):
             error = {"type": "content_filtered", "message": "StepFun moderation marked the image content_filtered"}
-            event = self._record(work, "content_filtered", started, seed=seed, trace_id=trace_id, error=error)
+            event = self._record(
+                work, "content_filtered", started, seed=seed, trace_id=trace_id, error=error, cost=cost.as_dict()
+            )
             await self._finish(event, "content_filtered")
             return
         try:
@@ -273,7 +283,7 @@ class _Runner:
         except ValueError as exc:  # read() refused it (the response check should have): runs again on resume
             await self._fail(work, exc, started)
             return
-        event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id)
+        event = self._record(work, "succeeded", started, seed=seed, trace_id=trace_id, cost=cost.as_dict())
         await self.writer.commit(Commit(event, images=images, stem=work.stem))
 
 
@@ -311,6 +321,9 @@ async def arun(
     rpm: int | None = None,
     tier: str | None = None,
     defaults: Mapping[str, Any] | None = None,
+    max_spend: float | str | Decimal | None = None,
+    check_balance: bool = False,
+    allow_partial: bool = False,
     progress: bool = True,
     progress_stream: TextIO | None = None,
     _holder: list[BatchResult] | None = None,
@@ -331,10 +344,19 @@ async def arun(
       defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``;
         each applies to the jobs whose endpoint takes it, and ``model`` only to the jobs whose
         endpoint that model serves (the others keep their endpoint's default model).
+      max_spend: a budget in the client's currency (yuan on the mainland, dollars on the
+        international host; ``StepFun(region=...)`` elsewhere): the spend, counting the jobs in
+        flight and what the manifest records from earlier runs, never passes it. The first job that
+        would pass it stops the batch from starting more (``result.stopped`` says so); the rest stay
+        pending for a later run. Every job's price must be known (:class:`BudgetError` otherwise).
+      check_balance: before starting, compare the account's balance with the estimated cost: a
+        lower balance is a :class:`BudgetError` unless ``allow_partial`` (then the batch runs until
+        StepFun answers 402, which stops it cleanly: the rest stay pending).
       progress: show a progress bar (tqdm if installed, else a line on stderr every few seconds).
     """
     started = time.monotonic()
     _check_defaults(defaults or {})
+    limit = None if max_spend is None else money(max_spend)
     limits = resolve_limits(concurrency=concurrency, rpm=rpm, tier=tier)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -369,6 +391,13 @@ async def arun(
                 note_problem(result, job_id, finished[job_id][0], errors.get(job_id))
         del finished
         client, owned = await _client_for(client, limits.concurrency)
+        host, region = catalog.host_of(client.base_url), client.region
+        costs = {work.id: job_cost(work, host, region) for work in todo if work.invalid is None}
+        budget = Budget(limit, spent_in(book))
+        result.max_spend = limit
+        budget.check(costs.values())
+        if check_balance:
+            await _check_balance(client, Cost.total(costs.values()), allow_partial=allow_partial)
         limiter = AdaptiveLimiter(limits)
         bar = Progress(
             result.total, initial=result.skipped, enabled=progress, description="stepfun", stream=progress_stream
@@ -381,7 +410,15 @@ async def arun(
             for work in pending:
                 if runner.stop is not None or writer.error is not None:
                     return
-                await runner.run_job(work)
+                cost = costs.get(work.id, _FREE)
+                if not budget.reserve(cost):
+                    runner.stop = runner.stop or budget.stop_reason(cost)
+                    result.budget_reached = True
+                    return
+                try:
+                    await runner.run_job(work)
+                finally:
+                    budget.settle(cost, work.billed)
 
         workers = [asyncio.create_task(worker()) for _ in range(max(1, min(limits.concurrency, len(todo))))]
         try:
@@ -397,12 +434,36 @@ async def arun(
             writer.close()  # whatever was handed over is committed, even after Ctrl-C
             result.elapsed = time.monotonic() - started
             result.stopped = runner.stop
+            result.spent = budget.total
             bar.close()
     finally:
         book.close()
         if owned is not None:
             await owned.close()
     return result
+
+
+_FREE = Cost(Decimal(0), None, images=0)
+"""The budget's view of a job that is never sent (unreadable): it costs nothing."""
+
+
+async def _check_balance(client: AsyncStepFun, estimate: Cost, *, allow_partial: bool) -> None:
+    """A balance lower than the batch's estimated cost stops it before it starts (unless
+    ``allow_partial``); an account that cannot be read (a proxy without ``/accounts``) does not."""
+    try:
+        account = await client.with_options(max_retries=0, timeout=30).account.retrieve()
+    except openai.APIError as exc:
+        log.warning("the balance could not be read (%s): the batch starts without checking it", type(exc).__name__)
+        return
+    if not account.prepaid or account.balance is None or not estimate.known or allow_partial:
+        return
+    assert estimate.amount is not None
+    if Decimal(str(account.balance)) < estimate.amount:
+        raise BudgetError(
+            f"the balance ({account.balance}) is lower than the batch's estimated cost ({estimate}): top up, "
+            "run fewer jobs, or allow a partial run (allow_partial=True, --allow-partial): it stops cleanly "
+            "when StepFun answers 402, and the rest run when the batch is resumed"
+        )
 
 
 async def _client_for(client: AsyncStepFun | None, concurrency: int) -> tuple[AsyncStepFun, AsyncStepFun | None]:
@@ -452,6 +513,9 @@ def run(
     rpm: int | None = None,
     tier: str | None = None,
     defaults: Mapping[str, Any] | None = None,
+    max_spend: float | str | Decimal | None = None,
+    check_balance: bool = False,
+    allow_partial: bool = False,
     progress: bool = True,
     progress_stream: TextIO | None = None,
 ) -> BatchResult:
@@ -484,6 +548,9 @@ def run(
                 rpm=rpm,
                 tier=tier,
                 defaults=defaults,
+                max_spend=max_spend,
+                check_balance=check_balance,
+                allow_partial=allow_partial,
                 progress=progress,
                 progress_stream=progress_stream,
                 _holder=holder,
