@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,8 @@ class StepFunValidationError(ValueError):
 
     ``param`` names the parameter, ``value`` is what was given, ``model`` the model it was
     checked against (if any) and ``allowed`` a human-readable description of what is allowed.
+    ``skippable`` is false for the checks ``validate=False`` does not turn off: the bounds on
+    reading inputs and what the request body cannot carry at all.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class StepFunValidationError(ValueError):
         model: str | None = None,
         endpoint: str | None = None,
         hint: str | None = None,
+        skippable: bool = True,
     ) -> None:
         self.param = param
         self.value = value
@@ -68,12 +72,30 @@ class StepFunValidationError(ValueError):
         message = f"invalid {param}={shown}{where}: {allowed}"
         if hint:
             message += f". {hint}"
-        message += " (local validation; pass validate=False to the client to skip it)"
+        if skippable:
+            message += " (local validation; pass validate=False to the client to skip it)"
+        else:
+            message += " (checked before sending, also with validate=False)"
+        self.skippable = skippable
         super().__init__(message)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _short_repr(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    """A short repr, cheap for any value: a long string or bytes is cut before ``repr`` (a 3 GB
+    base64 string is not copied), a huge integer is described (``repr`` refuses past 4300
+    digits), and a value whose ``repr`` fails is named by its type."""
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > limit:
+        return repr(value[: limit - 20]) + f"... ({len(value)} {'chars' if isinstance(value, str) else 'bytes'})"
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"<integer of {value.bit_length()} bits>"
+    try:
+        text = _REPR.repr(value) if isinstance(value, (list, tuple, dict, set, frozenset)) else repr(value)
+    except Exception:  # a user's object: its repr is not ours to trust
+        return f"<{type(value).__name__}>"
     if len(text) > limit:
         text = text[: limit - 20] + f"... ({len(text)} chars)"
     return text

@@ -6,16 +6,18 @@ merged), so values passed the seed guide's way, through ``extra_body``, are chec
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from . import catalog
 from ._exceptions import StepFunValidationError, caller_stacklevel
-from ._inputs import EncodedImage, inspect_image_string
+from ._inputs import EncodedImage, InlineImage, inspect_image_string
 from ._sniff import ImageInfo
 
-__all__ = ["check_image", "validate_request", "warn_if_retired"]
+__all__ = ["check_image", "check_wire_values", "validate_request", "warn_if_retired"]
 
 
 _warned_models: set[str] = set()
@@ -40,12 +42,13 @@ def _fail(param: str, value: object, allowed: str, model: str | None, endpoint: 
 
 
 def _check_number(param: str, value: object, rng: catalog.NumberRange, model: str, endpoint: str) -> None:
+    # Compared as given, never through float(): an int past 1e308 (seed=10**400) cannot be one.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(param, value, rng.describe(), model, endpoint)
         return
-    if rng.integer and not float(value).is_integer():
+    if isinstance(value, float) and (not math.isfinite(value) or (rng.integer and not value.is_integer())):
         _fail(param, value, rng.describe(), model, endpoint)
-    if not rng.contains(float(value)):
+    if not rng.contains(value):
         _fail(param, value, rng.describe(), model, endpoint)
 
 
@@ -263,3 +266,72 @@ def _check_image2image_source(
             "image2image",
         )
     _check_number("source_weight", body["source_weight"], catalog.SOURCE_WEIGHT, model, "image2image")
+
+
+# --- What a body can carry at all (checked also with validate=False) -------------------------------
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+"""The only code points UTF-8 cannot encode: lone surrogates (from ``json.loads('"\\ud800"')``,
+``surrogateescape``-decoded bytes, or a model's output)."""
+_MAX_INT_BITS = 1024
+"""Larger integers are refused: no parameter takes them, and past 4300 digits Python cannot
+even write them (``str()`` raises)."""
+_MAX_DEPTH = 32
+"""Nesting deeper than this (or a container that holds itself) is refused, not recursed into."""
+
+
+def check_wire_values(body: Mapping[str, Any], endpoint: catalog.Endpoint) -> None:
+    """Refuse, naming the parameter, a value the request body cannot carry: text UTF-8 cannot
+    encode, a float JSON has no word for (NaN, infinity), an integer too large to write, a value
+    that is not JSON, or nesting too deep. Without this they would escape from the SDK's
+    serialiser as a raw ``UnicodeEncodeError``, ``ValueError`` or ``TypeError`` (or, in a form
+    field, be sent as ``"nan"``). Runs with and without ``validate``: it is not a judgement
+    about what StepFun accepts, but about what can be sent at all."""
+    model = body.get("model")
+    shown_model = model if isinstance(model, str) and not _SURROGATE_RE.search(model) else None
+    for key, value in body.items():
+        _check_wire(str(key) if isinstance(key, str) else repr(key), key, value, 0, shown_model, endpoint)
+
+
+def _wire_fail(param: str, value: object, allowed: str, model: str | None, endpoint: str) -> None:
+    raise StepFunValidationError(param, value, allowed, model=model, endpoint=endpoint, skippable=False)
+
+
+def _check_wire(param: str, key: object, value: object, depth: int, model: str | None, endpoint: str) -> None:
+    if isinstance(key, str):
+        if _SURROGATE_RE.search(key):
+            _wire_fail(param, key, "a key UTF-8 can encode (this one holds a lone surrogate)", model, endpoint)
+    elif not (key is None or isinstance(key, (int, float))):
+        _wire_fail(param, key, "a string key", model, endpoint)
+    if value is None or isinstance(value, (bool, InlineImage)):
+        return
+    if isinstance(value, str):
+        if _SURROGATE_RE.search(value):
+            _wire_fail(param, value, "text UTF-8 can encode (this holds a lone surrogate)", model, endpoint)
+        return
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            _wire_fail(param, value, f"an integer of at most {_MAX_INT_BITS} bits", model, endpoint)
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            _wire_fail(param, value, "a finite number (JSON has no NaN or infinity)", model, endpoint)
+        return
+    if isinstance(value, (Mapping, list, tuple)):
+        if depth >= _MAX_DEPTH:
+            _wire_fail(param, "<...>", f"at most {_MAX_DEPTH} levels of nesting", model, endpoint)
+        if isinstance(value, Mapping):
+            for inner_key, inner in value.items():
+                _check_wire(f"{param}.{inner_key}", inner_key, inner, depth + 1, model, endpoint)
+        else:
+            for index, inner in enumerate(value):
+                _check_wire(f"{param}[{index}]", None, inner, depth + 1, model, endpoint)
+        return
+    from ._compat import openapi_dumps  # the SDK's own writer knows a few more types (datetime, models)
+
+    try:
+        openapi_dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        _wire_fail(
+            param, f"<{type(value).__name__}>", "a JSON value (string, number, bool, list or dict)", model, endpoint
+        )
