@@ -27,7 +27,7 @@ from ._input_types import StyleReference
 from ._inputs import MAX_INPUT_BYTES, EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
 from ._urls import is_http_url, redact_url
-from ._validation import check_wire_values, validate_request, warn_if_retired
+from ._validation import check_call_options, check_wire_values, validate_request, warn_if_retired
 
 __all__ = [
     "CALL_OPTIONS",
@@ -164,6 +164,7 @@ def prepare(
         "extra_query": arguments.get("extra_query"),
         "timeout": arguments.get("timeout", not_given),
     }
+    check_call_options(endpoint, **options)
     if endpoint == "edits":
         form, files = prepare_edit(typed, extra_body, settings)
         return PreparedRequest(endpoint, form, files, **options)

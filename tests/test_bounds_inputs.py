@@ -433,6 +433,86 @@ def test_extra_body_values_json_cannot_carry_are_refused_by_name(
         assert caught.value.param == param
 
 
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"extra_headers": {"X-Note": "caf\u00e9"}}, "extra_headers['X-Note']"),
+        ({"extra_headers": {"X-Note": "a\r\nX-Injected: 1"}}, "extra_headers['X-Note']"),
+        ({"extra_headers": {"X-Note": "\ud800"}}, "extra_headers['X-Note']"),
+        ({"extra_headers": {"X-Note": 5}}, "extra_headers['X-Note']"),
+        ({"extra_headers": {5: "x"}}, "extra_headers[5]"),
+        ({"extra_headers": ["X-Note"]}, "extra_headers"),
+        ({"extra_query": {"q": "\udcff"}}, "extra_query.q"),
+        ({"extra_query": ["q"]}, "extra_query"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"timeout": 10**400}, "timeout"),
+        ({"timeout": "30"}, "timeout"),
+        ({"timeout": httpx2.Timeout(-1)}, "timeout"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else next(iter(value)),
+)
+def test_call_options_the_transport_would_choke_on_are_refused_by_name(options: dict[str, Any], param: str) -> None:
+    """Not parameters StepFun reads, but the same rule: refused by name before anything is sent,
+    instead of a raw UnicodeEncodeError/TypeError/OverflowError from inside httpx."""
+    for endpoint in ("generate", "edit"):
+        recorder = Recorder()
+        with pytest.raises(StepFunValidationError) as caught:
+            call(make_client(recorder, validate=False), endpoint, {**BASE[endpoint], **options})
+        assert caught.value.param == param and recorder.requests == []
+
+
+def test_sane_call_options_still_go_out() -> None:
+    recorder = Recorder()
+    options = {"extra_headers": {"X-Note": "a b"}, "extra_query": {"trace": 1}, "timeout": httpx2.Timeout(5, connect=2)}
+    make_client(recorder).images.generate(model="step-image-edit-2", prompt="x", **options)
+    assert recorder.last.headers["x-note"] == "a b" and recorder.last.url.params["trace"] == "1"
+
+
+def test_a_pil_image_is_encoded_only_up_to_the_limit() -> None:
+    """A PIL image whose PNG is 12 MB (noise): encoded into a buffer that stops at the 10 MB limit,
+    not encoded whole, copied and then measured."""
+    import tracemalloc
+
+    from PIL import Image
+
+    noise = Image.frombytes("RGB", (2000, 2000), os.urandom(2000 * 2000 * 3))
+    tracemalloc.start()
+    try:
+        error = refused("image2image", noise)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "'<PIL image>'" in str(error) and f"at most {TEN_MB} bytes" in str(error)
+    assert peak < TEN_MB * 1.25, f"peak {peak / 2**20:.1f} MB while encoding"
+
+
+def test_the_async_client_applies_the_same_bounds(tmp_path: Path) -> None:
+    import asyncio
+
+    from stepfun_openai import AsyncStepFun
+
+    os.mkfifo(tmp_path / "fifo")
+    recorder = Recorder()
+
+    async def main() -> None:
+        client = AsyncStepFun(
+            api_key="k", base_url="http://stepfun.test/v1", http_client=httpx2.AsyncClient(transport=recorder.transport)
+        )
+        with pytest.raises(StepFunValidationError, match="FIFO"):
+            await client.images.edit(model="step-image-edit-2", prompt="x", image=tmp_path / "fifo")
+        with pytest.raises(StepFunValidationError) as caught:
+            await client.images.generate(model="step-image-edit-2", prompt="\ud800")
+        assert caught.value.param == "prompt"
+
+    try:
+        within(5, lambda: asyncio.run(main()))  # a blocking open() would stall the event loop itself
+    finally:
+        _unblock_fifo(tmp_path / "fifo")
+    assert recorder.requests == []
+
+
 def test_a_body_that_holds_itself_is_refused_not_recursed_into() -> None:
     loop: dict[str, Any] = {}
     loop["again"] = loop
@@ -461,6 +541,11 @@ PARAMS: dict[str, list[str]] = {
         "negative_prompt", "text_mode", "fit", "extra_body",
     ],
 }  # fmt: skip
+
+
+CALL_OPTIONS = ["extra_headers", "extra_query", "timeout"]
+for names in PARAMS.values():
+    names += CALL_OPTIONS
 
 
 def call(client: StepFun, endpoint: str, arguments: dict[str, Any]) -> Any:
