@@ -158,6 +158,21 @@ def test_a_fifo_is_refused_at_once_without_waiting_for_a_writer(
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_path_swapped_for_a_fifo_after_the_stat_is_caught_after_opening(
+    fifo: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: ``stat`` saw a regular file, then the path became a FIFO. Opened non-blocking
+    (so the open returns at once) and checked again with ``fstat``, it is still refused."""
+    regular = os.stat(__file__)
+    real_stat = os.stat
+    monkeypatch.setattr(
+        os, "stat", lambda path, *a, **k: regular if str(path) == str(fifo) else real_stat(path, *a, **k)
+    )
+    error = within(3, lambda: refused(endpoint, fifo))
+    assert "FIFO" in str(error)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize("validate", [True, False])
 @pytest.mark.parametrize("kind", [Path, str])
 def test_a_directory_is_refused_by_name(tmp_path: Path, endpoint: str, validate: bool, kind: Any) -> None:
