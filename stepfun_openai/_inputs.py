@@ -211,7 +211,7 @@ class EncodedImage:
     is_url: bool = False
 
 
-def _read_source(value: Any, param: str, limit: int) -> bytes | str:
+def _read_source(value: Any, param: str, limit: int = MAX_INPUT_BYTES) -> bytes | str:
     """Bytes for local sources (at most ``limit``); the string itself for URL/data URL/base64 strings."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _from_bytes(value, param, limit).tobytes()
@@ -451,7 +451,7 @@ def encode_inline(
     return InlineImage(chunks, sniff(head), nbytes, data_url=data_url)
 
 
-def _pieces(value: Any, param: str, limit: int) -> Iterator[bytes | memoryview] | None:
+def _pieces(value: Any, param: str, limit: int = MAX_INPUT_BYTES) -> Iterator[bytes | memoryview] | None:
     """Raw bytes ``_CHUNK`` at a time (at most ``limit`` of them) from bytes, a file path or a
     binary file; ``None`` for the other kinds (strings that are not paths, PIL images)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
