@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -121,6 +122,8 @@ class StepFunValidationError(ValueError):
     fails with or without validation, so the hint would mislead). ``reason`` is the message
     without that hint, for callers that have no client to pass ``validate=False`` to (the CLI,
     the agent tools).
+    The bounds on reading inputs and what the request body cannot carry at all are never
+    skippable: ``validate=False`` does not turn them off.
     """
 
     def __init__(
@@ -153,8 +156,22 @@ class StepFunValidationError(ValueError):
         super().__init__(message + (VALIDATE_FALSE_HINT if skippable else ""))
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _short_repr(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    """A short repr, cheap for any value: a long string or bytes is cut before ``repr`` (a 3 GB
+    base64 string is not copied), a huge integer is described (``repr`` refuses past 4300
+    digits), and a value whose ``repr`` fails is named by its type."""
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > limit:
+        return repr(value[: limit - 20]) + f"... ({len(value)} {'chars' if isinstance(value, str) else 'bytes'})"
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"<integer of {value.bit_length()} bits>"
+    try:
+        text = _REPR.repr(value) if isinstance(value, (list, tuple, dict, set, frozenset)) else repr(value)
+    except Exception:  # a user's object: its repr is not ours to trust
+        return f"<{type(value).__name__}>"
     if len(text) > limit:
         text = text[: limit - 20] + f"... ({len(text)} chars)"
     return text

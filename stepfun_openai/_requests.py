@@ -26,10 +26,10 @@ from ._cost import image_cost
 from ._download import DEFAULT_MAX_BYTES
 from ._exceptions import MalformedResponseError, StepFunValidationError, redact_secrets, request_secrets
 from ._input_types import StyleReference
-from ._inputs import EncodedImage, InlineImage, encode_inline, image_bytes
+from ._inputs import MAX_INPUT_BYTES, EncodedImage, InlineImage, encode_inline, image_bytes
 from ._sniff import HEADER_BYTES, sniff
 from ._urls import is_http_url, redact_url
-from ._validation import validate_request, warn_if_retired, warn_if_undocumented
+from ._validation import check_call_options, check_wire_values, validate_request, warn_if_retired, warn_if_undocumented
 
 __all__ = [
     "CALL_OPTIONS",
@@ -180,6 +180,7 @@ def prepare(
         "extra_query": arguments.get("extra_query"),
         "timeout": arguments.get("timeout", not_given),
     }
+    check_call_options(endpoint, **options)
     if endpoint == "edits":
         form, files = prepare_edit(typed, extra_body, settings)
         warn_if_undocumented(base_url, form.get("model"), endpoint)
@@ -228,12 +229,25 @@ def _fitter(
     return fit
 
 
+def input_limit(endpoint: catalog.Endpoint, model: object, settings: ClientSettings) -> int:
+    """The most bytes an input image is read or decoded to: the model's limit when validating
+    (a larger image would be refused anyway), else :data:`~._inputs.MAX_INPUT_BYTES` (with
+    ``validate=False``, with ``fit``, which may shrink a larger image, or for an unknown model)."""
+    if not settings.validate or settings.fit or not isinstance(model, str):
+        return MAX_INPUT_BYTES
+    spec = catalog.get_model(model)
+    endpoint_spec = spec.spec(endpoint) if spec is not None else None
+    limits = endpoint_spec.image_limits if endpoint_spec is not None else None
+    return limits.max_bytes if limits is not None else MAX_INPUT_BYTES
+
+
 class _Encoder:
     """Encodes each image of a request once and remembers what it learned (format, pixel size,
     bytes), so validation reads that instead of inspecting the encoded image again."""
 
-    def __init__(self, fit: Callable[[bytes, str], bytes] | None) -> None:
+    def __init__(self, fit: Callable[[bytes, str], bytes] | None, limit: int = MAX_INPUT_BYTES) -> None:
         self.fit = fit
+        self.limit = limit
         self.learned: dict[str, tuple[object, EncodedImage]] = {}
         """``param -> (the wire value, what encoding learned)``: used while the body still holds it."""
 
@@ -242,7 +256,7 @@ class _Encoder:
         ``param`` names the argument in errors; ``key`` is where the value goes in the body."""
         fit = self.fit
         fit_one = (lambda data: fit(data, param)) if fit is not None else None
-        encoded = encode_inline(value, param=param, data_url=data_url, fit=fit_one)
+        encoded = encode_inline(value, param=param, data_url=data_url, fit=fit_one, limit=self.limit)
         if isinstance(encoded, EncodedImage):
             self.learned[key or param] = (encoded.text, encoded)
             return encoded.text
@@ -315,7 +329,7 @@ def _stable_seed(body: dict[str, Any], settings: ClientSettings) -> None:
     """Pick the seed before the first attempt, so every retry asks for the same image."""
     seed = body.get("seed")
     # Only "no seed" (missing, None, 0) is replaced; a wrong one such as False is left to validation.
-    if settings.stable_seed and (seed is None or (seed == 0 and not isinstance(seed, bool))):
+    if settings.stable_seed and (seed is None or (type(seed) in (int, float) and seed == 0)):
         body["seed"] = next_seed()
 
 
@@ -352,7 +366,8 @@ def prepare_json(
 ) -> dict[str, Any]:
     """The JSON body for ``generations`` or ``image2image``."""
     body = given(typed)
-    encoder = _Encoder(_fitter(endpoint, body.get("model"), settings))
+    model = body.get("model")
+    encoder = _Encoder(_fitter(endpoint, model, settings), input_limit(endpoint, model, settings))
     if "source_url" in body:
         body["source_url"] = encoder.encode(body["source_url"], "source_url")
     if "source_image" in body:
@@ -364,6 +379,7 @@ def prepare_json(
     _finish_body(body, settings, endpoint)
     if settings.validate:
         validate_request(endpoint, body, images=encoder.known(body))
+    check_wire_values(body, endpoint)
     return body
 
 
@@ -455,7 +471,9 @@ def prepare_edit(
     """The multipart form fields and the file for ``edits``; form fields go as strings (numbers
     and booleans are written by the SDK: ``5``, ``1.5``, ``true``)."""
     body = given(typed)
-    image = image_bytes(body.pop("image"), param="image")
+    if "image" not in body:
+        raise StepFunValidationError("image", None, "required: the image to edit", endpoint="edits")
+    image = image_bytes(body.pop("image"), param="image", limit=input_limit("edits", body.get("model"), settings))
     fit = _fitter("edits", body.get("model"), settings)
     if fit is not None:
         image = fit(image, "image")
@@ -465,6 +483,7 @@ def prepare_edit(
     _finish_body(body, settings, "edits")
     if settings.validate:
         validate_request("edits", body, edit_image=info, edit_bytes=len(image))
+    check_wire_values(body, "edits")
     form = {key: _form_value(value) for key, value in body.items()}
     name = filename or f"image.{info.format or 'png'}"
     return form, [("image", (name, image, info.mime_type))]

@@ -6,16 +6,28 @@ merged), so values passed the seed guide's way, through ``extra_body``, are chec
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import httpx2
+from openai import NotGiven, Omit
+
 from . import catalog
 from ._exceptions import StepFunValidationError, caller_stacklevel
-from ._inputs import EncodedImage, inspect_image_string
+from ._inputs import EncodedImage, InlineImage, inspect_image_string
 from ._sniff import ImageInfo
 
-__all__ = ["check_image", "validate_request", "warn_if_retired", "warn_if_undocumented"]
+__all__ = [
+    "check_call_options",
+    "check_image",
+    "check_wire_values",
+    "validate_request",
+    "warn_if_retired",
+    "warn_if_undocumented",
+]
 
 
 _warned_models: set[str] = set()
@@ -71,12 +83,13 @@ def _fail(
 
 
 def _check_number(param: str, value: object, rng: catalog.NumberRange, model: str, endpoint: str) -> None:
+    # Compared as given, never through float(): an int past 1e308 (seed=10**400) cannot be one.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(param, value, rng.describe(), model, endpoint)
         return
-    if rng.integer and not float(value).is_integer():
+    if isinstance(value, float) and (not math.isfinite(value) or (rng.integer and not value.is_integer())):
         _fail(param, value, rng.describe(), model, endpoint)
-    if not rng.contains(float(value)):
+    if not rng.contains(value):
         _fail(param, value, rng.describe(), model, endpoint)
 
 
@@ -306,3 +319,145 @@ def _check_image2image_source(
             "image2image",
         )
     _check_number("source_weight", body["source_weight"], catalog.SOURCE_WEIGHT, model, "image2image")
+
+
+# --- What a body can carry at all (checked also with validate=False) -------------------------------
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+"""The only code points UTF-8 cannot encode: lone surrogates (from ``json.loads('"\\ud800"')``,
+``surrogateescape``-decoded bytes, or a model's output)."""
+_MAX_INT_BITS = 1024
+"""Larger integers are refused: no parameter takes them, and past 4300 digits Python cannot
+even write them (``str()`` raises)."""
+_NO_KEY = object()
+"""The "key" of a list item."""
+_MAX_DEPTH = 32
+"""Nesting deeper than this (or a container that holds itself) is refused, not recursed into."""
+
+
+def check_wire_values(body: Mapping[str, Any], endpoint: catalog.Endpoint, *, prefix: str = "") -> None:
+    """Refuse, naming the parameter, a value the request body cannot carry: text UTF-8 cannot
+    encode, a float JSON has no word for (NaN, infinity), an integer too large to write, a value
+    that is not JSON, or nesting too deep. Without this they would escape from the SDK's
+    serialiser as a raw ``UnicodeEncodeError``, ``ValueError`` or ``TypeError`` (or, in a form
+    field, be sent as ``"nan"``). Runs with and without ``validate``: it is not a judgement
+    about what StepFun accepts, but about what can be sent at all."""
+    model = body.get("model")
+    shown_model = model if isinstance(model, str) and not _SURROGATE_RE.search(model) else None
+    for key, value in body.items():
+        _check_wire(prefix + _key_name(key), key, value, 0, shown_model, endpoint)
+
+
+def _key_name(key: object) -> str:
+    """A key as it appears in a parameter's name: as is, or its repr when empty or not a string."""
+    return key if isinstance(key, str) and key else _short_key(key)
+
+
+def _short_key(key: object) -> str:
+    try:
+        return repr(key)[:40]
+    except Exception:  # an integer too large to write
+        return f"<{type(key).__name__}>"
+
+
+def _wire_fail(param: str, value: object, allowed: str, model: str | None, endpoint: str) -> None:
+    raise StepFunValidationError(param, value, allowed, model=model, endpoint=endpoint, skippable=False)
+
+
+def _check_wire(param: str, key: object, value: object, depth: int, model: str | None, endpoint: str) -> None:
+    if isinstance(key, str):
+        if _SURROGATE_RE.search(key):
+            _wire_fail(param, key, "a key UTF-8 can encode (this one holds a lone surrogate)", model, endpoint)
+    elif key is not _NO_KEY:  # JSON object keys and form field names are strings
+        _wire_fail(param, key, "a string key", model, endpoint)
+    if value is None or isinstance(value, (bool, InlineImage)):
+        return
+    if isinstance(value, str):
+        if _SURROGATE_RE.search(value):
+            _wire_fail(param, value, "text UTF-8 can encode (this holds a lone surrogate)", model, endpoint)
+        return
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            _wire_fail(param, value, f"an integer of at most {_MAX_INT_BITS} bits", model, endpoint)
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            _wire_fail(param, value, "a finite number (JSON has no NaN or infinity)", model, endpoint)
+        return
+    if isinstance(value, (Mapping, list, tuple)):
+        if depth >= _MAX_DEPTH:
+            _wire_fail(param, "<...>", f"at most {_MAX_DEPTH} levels of nesting", model, endpoint)
+        if isinstance(value, Mapping):
+            for inner_key, inner in value.items():
+                _check_wire(f"{param}.{_key_name(inner_key)}", inner_key, inner, depth + 1, model, endpoint)
+        else:
+            for index, inner in enumerate(value):
+                _check_wire(f"{param}[{index}]", _NO_KEY, inner, depth + 1, model, endpoint)
+        return
+    from ._compat import openapi_dumps  # the SDK's own writer knows a few more types (datetime, models)
+
+    try:
+        openapi_dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        _wire_fail(
+            param, f"<{type(value).__name__}>", "a JSON value (string, number, bool, list or dict)", model, endpoint
+        )
+
+
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE_RE = re.compile(r"^[\t\x20-\x7e]*$")
+_MAX_TIMEOUT = 10_000_000.0
+"""Seconds (about 115 days): larger ones overflow the platform's clock types inside the socket layer."""
+
+
+def check_call_options(
+    endpoint: catalog.Endpoint, *, extra_headers: object, extra_query: object, timeout: object
+) -> None:
+    """The options every call takes, checked before anything is sent (with or without
+    ``validate``): a header the HTTP layer would refuse (non-ASCII, a line break, not a string),
+    a query value JSON could not carry either, or a timeout that is not a positive, finite
+    number of seconds would otherwise surface as a raw ``UnicodeEncodeError``, ``TypeError``,
+    ``ValueError`` or ``OverflowError`` from deep in the transport."""
+    if extra_headers is not None:
+        if not isinstance(extra_headers, Mapping):
+            _wire_fail("extra_headers", extra_headers, "a dict of header names to strings", None, endpoint)
+        assert isinstance(extra_headers, Mapping)
+        for name, value in extra_headers.items():
+            param = f"extra_headers[{name!r}]"
+            if not isinstance(name, str) or not _HEADER_NAME_RE.match(name):
+                _wire_fail(param, name, "a header name (ASCII letters, digits and -)", None, endpoint)
+            if isinstance(value, (NotGiven, Omit)):
+                continue  # the SDK's way to drop one of its default headers
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            if not isinstance(text, str) or not _HEADER_VALUE_RE.match(text):
+                _wire_fail(param, value, "a header value of printable ASCII (no line breaks)", None, endpoint)
+    if extra_query is not None:
+        if not isinstance(extra_query, Mapping):
+            _wire_fail("extra_query", extra_query, "a dict of query parameters", None, endpoint)
+        assert isinstance(extra_query, Mapping)
+        for name in extra_query:
+            if not isinstance(name, str):
+                _wire_fail(
+                    f"extra_query[{_short_key(name)}]", name, "a query parameter name (a string)", None, endpoint
+                )
+        check_wire_values(extra_query, endpoint, prefix="extra_query.")
+    _check_timeout(timeout, endpoint)
+
+
+def _check_timeout(timeout: object, endpoint: str) -> None:
+    if timeout is None or isinstance(timeout, NotGiven):
+        return
+    allowed = f"seconds: a number in (0, {_MAX_TIMEOUT:g}], None, or an httpx2.Timeout of such numbers"
+    if isinstance(timeout, httpx2.Timeout):
+        parts: tuple[object, ...] = (timeout.connect, timeout.read, timeout.write, timeout.pool)
+    elif isinstance(timeout, tuple):
+        parts = timeout
+    else:
+        parts = (timeout,)
+    for part in parts:
+        if part is None:
+            continue
+        if isinstance(part, bool) or not isinstance(part, (int, float)) or not 0 < part <= _MAX_TIMEOUT:
+            _wire_fail("timeout", timeout, allowed, None, endpoint)
+        if isinstance(part, float) and not math.isfinite(part):
+            _wire_fail("timeout", timeout, allowed, None, endpoint)

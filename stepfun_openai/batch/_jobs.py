@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from .. import catalog
 from .._cost import Cost
+from .._exceptions import StepFunValidationError
+from .._inputs import open_image_file, read_bounded
 from .._urls import is_data_url, is_http_url
 
 __all__ = ["DEFAULT_MODELS", "Job", "JobEndpoint", "content_id", "load_jobs"]
@@ -90,6 +92,8 @@ class Job:
         job_id = params.pop("id", None)
         if job_id is not None and not isinstance(job_id, (str, int)):
             raise TypeError(f"a job's id must be a string, got {job_id!r}")
+        if isinstance(job_id, str) and _printable(job_id) != job_id:
+            raise ValueError(f"a job's id must be text UTF-8 can encode, got {job_id!r}")
         if endpoint_value is None:
             endpoint: JobEndpoint = (
                 "edit" if "image" in params else "image2image" if "source_url" in params else "generate"
@@ -118,7 +122,8 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
     records it as ``invalid`` and runs the others.
     """
     source = Path(path)
-    text = source.read_text(encoding="utf-8")
+    # Bytes that are not UTF-8 become lone surrogates: that line's job is refused, not the file.
+    text = source.read_text(encoding="utf-8", errors="surrogateescape")
     lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
     lines = [(number, line) for number, line in lines if line]
     is_jsonl = source.suffix.lower() in (".jsonl", ".ndjson") or (bool(lines) and lines[0][1].startswith("{"))
@@ -133,6 +138,10 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
         except json.JSONDecodeError as exc:
             jobs.append(_invalid_line(source, number, line, f"not a JSON object ({exc.msg})"))
             continue
+        except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits; deep nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            jobs.append(_invalid_line(source, number, line, f"not a usable JSON object ({reason})"))
+            continue
         try:
             job = Job.from_dict(data)
         except (TypeError, ValueError) as exc:
@@ -144,8 +153,8 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
 
 def _invalid_line(source: Path, number: int, line: str, reason: str) -> Job:
     """A line that is not a job: an ``invalid`` job whose id is stable for the same line."""
-    digest = hashlib.sha256(f"{number}:{line}".encode()).hexdigest()[:12]
-    excerpt = line if len(line) <= 200 else line[:200] + "..."
+    digest = hashlib.sha256(_utf8(f"{number}:{line}")).hexdigest()[:12]
+    excerpt = _printable(line if len(line) <= 200 else line[:200] + "...")
     return Job("generate", {"line": excerpt}, f"line{number}-{digest}", error=f"{source}:{number}: {reason}")
 
 
@@ -175,6 +184,9 @@ def _canonical(value: Any, key: str | None = None) -> Any:
             digest = _file_digest(text)
             if digest is not None:
                 return {"path": text, "sha256": digest}
+    if type(value) is int and value.bit_length() > 64:  # json.dumps refuses past 4300 digits
+        digest = hashlib.sha256(value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)).hexdigest()
+        return {"int": digest}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Mapping):
@@ -191,11 +203,23 @@ def _canonical(value: Any, key: str | None = None) -> Any:
     if hasattr(value, "tobytes") and hasattr(value, "size"):  # a PIL image
         return {"pil": hashlib.sha256(value.tobytes()).hexdigest(), "size": list(value.size)}
     if hasattr(value, "read") and hasattr(value, "seek"):
-        position = value.tell()
-        data = value.read()
-        value.seek(position)
-        return {"sha256": hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).hexdigest()}
-    return {"repr": repr(value)}
+        return {"sha256": _stream_digest(value)}
+    return {"repr": _repr(value)}
+
+
+def _stream_digest(handle: Any) -> str:
+    """The sha256 of what a file object holds from where it stands, read in bounded pieces (a
+    file object that never ends is hashed up to the limit, and refused when the job is prepared)."""
+    position = handle.tell()
+    digest = hashlib.sha256()
+    try:
+        for piece in read_bounded(handle, param="image", shown=handle, limit=_HASH_FILES_UP_TO):
+            digest.update(piece)
+    except StepFunValidationError as exc:
+        return f"unreadable: {exc.allowed}"
+    finally:
+        handle.seek(position)
+    return digest.hexdigest()
 
 
 _HASH_FILES_UP_TO = 64 * 1024 * 1024
@@ -208,11 +232,17 @@ def _file_digest(path: str) -> str | None:
     try:
         target = Path(path)
         if not target.is_file():
-            return None
+            return None  # a FIFO or a device is never opened here (the request refuses it by name)
         size = target.stat().st_size
         if size > _HASH_FILES_UP_TO:
             return f"size {size}, mtime {target.stat().st_mtime_ns}"
-        return hashlib.sha256(target.read_bytes()).hexdigest()
+        digest = hashlib.sha256()
+        with open_image_file(path, param="image", limit=_HASH_FILES_UP_TO) as handle:
+            for piece in read_bounded(handle, param="image", shown=path, limit=_HASH_FILES_UP_TO):
+                digest.update(piece)
+        return digest.hexdigest()
+    except StepFunValidationError:  # swapped or grown since the stat: the request will say why
+        return None
     except (OSError, ValueError):
         return None
 
@@ -229,7 +259,7 @@ def content_id(endpoint: str, params: Mapping[str, Any]) -> str:
         "endpoint": endpoint,
         "params": _canonical({k: v for k, v in params.items() if k not in _NOT_IN_ID}),
     }
-    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    digest = hashlib.sha256(_utf8(json.dumps(canonical, sort_keys=True, ensure_ascii=False))).hexdigest()
     return digest[:16]
 
 
@@ -237,7 +267,7 @@ def _safe_id(job_id: str) -> str:
     """``job_id`` as a piece of a file name (an id that had to change gets a hash of itself)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job_id).strip("._")[:80] or "job"
     if safe != job_id:
-        safe += "-" + hashlib.sha256(job_id.encode()).hexdigest()[:8]
+        safe += "-" + hashlib.sha256(_utf8(job_id)).hexdigest()[:8]
     return safe
 
 
@@ -269,7 +299,35 @@ def describe_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): _describe_value(v, str(k)) for k, v in params.items()}
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8 that a lone surrogate (a JSONL line's ``"\\ud800"``, or a byte that was not UTF-8)
+    cannot break: hashing and ids never fail on the text a job holds."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _repr(value: object) -> str:
+    """``repr``, or the type's name for a value that has none (an integer of over 4300 digits)."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates replaced, for the manifest (a UTF-8 file)."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if not text.isascii() else text
+
+
+def describe_value(value: Any, key: str | None = None) -> Any:
+    """One value for the manifest (see :func:`describe_params`); writable whatever it is."""
+    return _describe_value(value, key)
+
+
 def _describe_value(value: Any, key: str | None) -> Any:
+    if type(value) is int and value.bit_length() > 64:
+        return f"<integer of {value.bit_length()} bits>"
+    if type(value) is str and not value.isascii():
+        value = _printable(value)
     if key not in _IMAGE_KEYS and (
         value is None or type(value) in (bool, int, float) or (type(value) is str and len(value) <= _LONG_STRING)
     ):
@@ -295,7 +353,7 @@ _LONG_STRING = 1024
 
 
 def _digest_of(text: str) -> str:
-    return f"<inline image, {len(text)} chars, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"
+    return f"<inline image, {len(text)} chars, sha256 {hashlib.sha256(_utf8(text)).hexdigest()[:16]}>"
 
 
 def _describe_image(value: Any) -> Any:
@@ -304,7 +362,7 @@ def _describe_image(value: Any) -> Any:
             return value if len(value) < 2048 else value[:2048]
         if value.startswith("data:") or len(value) > _LONG_STRING:
             return _digest_of(value)
-        return value  # a path
+        return _printable(value)  # a path
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -375,13 +433,18 @@ def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[s
         try:
             job = _as_job(item)
         except (TypeError, ValueError) as exc:
-            job_id = "invalid-" + hashlib.sha256(repr(item).encode()).hexdigest()[:12]
-            raw = {str(k): v for k, v in item.items()} if isinstance(item, Mapping) else {"job": repr(item)[:200]}
+            job_id = "invalid-" + hashlib.sha256(_utf8(_repr(item))).hexdigest()[:12]
+            raw = {str(k): v for k, v in item.items()} if isinstance(item, Mapping) else {"job": _repr(item)[:200]}
             works.append(_Work(index, job_id, "generate", raw, invalid=str(exc)))
             continue
         if job.error is not None:
-            job_id = job.id or "invalid-" + hashlib.sha256(repr(job.params).encode()).hexdigest()[:12]
+            job_id = job.id or "invalid-" + hashlib.sha256(_utf8(_repr(job.params))).hexdigest()[:12]
             works.append(_Work(index, job_id, job.endpoint, dict(job.params), invalid=job.error))
+            continue
+        if isinstance(job.id, str) and _printable(job.id) != job.id:
+            job_id = "invalid-" + hashlib.sha256(_utf8(job.id)).hexdigest()[:12]
+            reason = f"a job's id must be text UTF-8 can encode, got {job.id!r}"
+            works.append(_Work(index, job_id, job.endpoint, dict(job.params), invalid=reason))
             continue
         applied = {
             k: v
@@ -399,7 +462,13 @@ def _prepare(items: Iterable[Job | Mapping[str, Any] | str], defaults: Mapping[s
             explicit[job.id] = index
             job_id = job.id
         else:
-            base = content_id(job.endpoint, params)
+            try:
+                base = content_id(job.endpoint, params)
+            except RecursionError:
+                reason = "parameters nested too deeply"
+                job_id = "invalid-" + hashlib.sha256(str(index).encode()).hexdigest()[:12]
+                works.append(_Work(index, job_id, job.endpoint, {"model": params.get("model")}, invalid=reason))
+                continue
             seen[base] += 1
             # The same job twice means two images: the second gets its own id, stable by order.
             job_id = base if seen[base] == 1 else f"{base}-{seen[base]}"

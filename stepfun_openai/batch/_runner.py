@@ -36,7 +36,7 @@ from .._exceptions import (
 )
 from .._retry import RetryPolicy, async_retrying, explain_connection_error, retry_after_seconds
 from ._budget import Budget, BudgetError, job_cost, money, spent_in
-from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _prepare, _Work, describe_params
+from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _prepare, _Work, describe_params, describe_value
 from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
 from ._ratelimit import AdaptiveLimiter, resolve_limits
@@ -118,7 +118,7 @@ class _Runner:
             "status": status,
             "endpoint": work.endpoint,
             "params": describe_params(work.params),
-            "seed": fields.pop("seed", work.params.get("seed")),
+            "seed": describe_value(fields.pop("seed", work.params.get("seed"))),
             "file": None,
             "error": None,
             "trace_id": None,
