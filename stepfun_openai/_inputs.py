@@ -71,7 +71,9 @@ def too_large(param: str, shown: object, limit: int) -> StepFunValidationError:
             f"at most {limit} bytes ({_megabytes(limit)}), the cap on any image input",
             skippable=False,
         )
-    return StepFunValidationError(param, shown, f"at most {limit} bytes ({_megabytes(limit)})", hint=_FIT_HINT)
+    return StepFunValidationError(
+        param, shown, f"at most {limit} bytes ({_megabytes(limit)})", hint=_FIT_HINT, skippable=True
+    )
 
 
 _SPECIAL_FILES = (
