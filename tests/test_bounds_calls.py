@@ -212,3 +212,17 @@ def test_a_key_echoed_by_the_server_never_reaches_the_batch_manifest_or_summary(
     manifest = (tmp_path / "manifest.jsonl").read_text()
     assert result.invalid == 1 and "[REDACTED]" in manifest
     assert KEY not in manifest and KEY not in str(result) and KEY not in repr(result)
+
+
+def test_a_key_echoed_by_the_server_never_reaches_the_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepfun_openai.cli import main
+
+    body = {"error": {"message": f"key {KEY} is not valid here", "type": "invalid_request_error"}}
+    monkeypatch.setenv("STEPFUN_API_KEY", KEY)
+    with hostile_server(answer(400, body, {"X-Echo": KEY})) as server:
+        code = within(30, lambda: main(["generate", "a fox", "--base-url", server.url + "/v1", "--debug"]))
+    captured = capsys.readouterr()
+    assert code == 1 and "[REDACTED]" in captured.err
+    assert KEY not in captured.out + captured.err  # even with --debug's traceback
