@@ -60,7 +60,8 @@ def _sizes() -> tuple[str, ...]:
             spec = catalog.MODELS[name].spec(endpoint)
             for size in (spec.sizes or ()) if spec else ():
                 sizes[size] = None
-    return tuple(sizes)
+    # Aspects too: a model asked for "16:9" need not know that step-image-edit-2 writes HEIGHTxWIDTH.
+    return (*sizes, *catalog.ASPECTS, *catalog.ORIENTATIONS)
 
 
 IMAGE_SIZES: tuple[str, ...] = _sizes()
@@ -200,7 +201,10 @@ class ImageToolArgs(BaseModel):
     )
     size: SizeName | None = Field(
         default=None,
-        description=f"Output size, null = 1024x1024. Allowed per model: {_per_model(_size_text)}.",
+        description=(
+            f"Output size, null = 1024x1024. Allowed per model: {_per_model(_size_text)}. Or an aspect, "
+            f"resolved to the chosen model's closest size: {', '.join([*catalog.ASPECTS, *catalog.ORIENTATIONS])}."
+        ),
     )
     seed: Integer | None = Field(
         default=None,

@@ -131,3 +131,14 @@ def test_an_undocumented_model_for_the_host_warns_once_and_is_still_sent(monkeyp
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "step-2x-large on generations" in messages[0] and "international" in messages[0]
     assert caught[0].filename == __file__  # points at the caller's line
+
+
+def test_the_agent_tool_takes_an_aspect_and_gets_the_models_own_size(stepfun_emulator: Emulator) -> None:
+    from stepfun_openai.tools import image_tool_schema, run_image_tool
+
+    enum = image_tool_schema()["function"]["parameters"]["properties"]["size"]["anyOf"][0]["enum"]
+    assert {"16:9", "portrait"} <= set(enum)
+    client = StepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    result = run_image_tool(client, {"prompt": "a fox", "model": "step-image-edit-2", "size": "16:9"})
+    assert result.error is None and result.image is not None
+    assert stepfun_emulator.requests()[-1]["fields"]["size"] == "768x1360"
