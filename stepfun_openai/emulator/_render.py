@@ -273,8 +273,8 @@ _META_INK = bytes((214, 222, 236))
 _SHADOW = bytes((16, 16, 24))
 _FILTERED_INK = bytes((30, 30, 30))
 _MAX_SCALE = 6
-_CARD_LINES = 5
-"""Prompt lines beyond which the card tries a smaller scale before it truncates."""
+_CARD_SHARE = 0.6
+"""Of the height inside the margins, how much the prompt may take before a smaller scale is tried."""
 _CAPTION_LINES = 2
 _ELLIPSIS = "..."
 
@@ -357,12 +357,20 @@ def _layout(card: _Card, width: int, height: int, cell: int) -> tuple[list[_Text
             limit = min(_CAPTION_LINES, room // (_font.LINE * scale))
         title = _wrap(card.title, inner, scale, limit)
     else:
+        # The largest scale at which the whole prompt takes at most _CARD_SHARE of the room (so
+        # that the background still shows), else the largest at which it fits at all, else the
+        # smallest, cut.
+        chosen: tuple[int, list[str]] | None = None
+        fallback: tuple[int, list[str]] | None = None
         for scale in range(top_scale, 0, -1):
-            limit = room // (_font.LINE * scale)
             title = _wrap(card.title, inner, scale, None)
-            if len(title) <= min(limit, _CARD_LINES):
+            height_needed = len(title) * _font.LINE * scale
+            if height_needed <= _CARD_SHARE * room:
+                chosen = scale, title
                 break
-        title = _wrap(card.title, inner, scale, max(0, limit))
+            if fallback is None and height_needed <= room:
+                fallback = scale, title
+        scale, title = chosen or fallback or (1, _wrap(card.title, inner, 1, max(0, room // _font.LINE)))
     title_height = len(title) * _font.LINE * scale
     if not title:
         gap = 0
