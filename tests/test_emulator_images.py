@@ -18,6 +18,7 @@ from stepfun_openai.emulator import Emulator, _font, _render, read_png_metadata
 from stepfun_openai.emulator._render import RenderJob, decode_rgb, render_png
 
 from ._emulator_helpers import b64, data_url, generate, image, make_png, mean_abs_diff, mean_colour, png_of, post
+from ._hostile import within
 
 
 @pytest.fixture(scope="module")
@@ -294,10 +295,10 @@ def test_the_emulator_marks_filtered_images() -> None:
 
 @pytest.fixture
 def no_system_fonts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    _render._glyph_runs.cache_clear()
-    monkeypatch.setattr(_render, "_system_fonts", lambda: ())
+    _render._forget_fonts()
+    monkeypatch.setattr(_render, "_FONT_DIRS", ())  # no font directory to search
     yield
-    _render._glyph_runs.cache_clear()
+    _render._forget_fonts()
 
 
 @pytest.mark.usefixtures("no_system_fonts")
@@ -323,14 +324,14 @@ def test_the_default_path_needs_no_pillow(monkeypatch: pytest.MonkeyPatch) -> No
         _job("variation", width=256, height=256, source=source, source_weight=0.4),
         _job("采菊东篱下", width=256, height=256),
     ]
-    _render._glyph_runs.cache_clear()
+    _render._forget_fonts()
     with_pillow = [render_png(job) for job in jobs[:2]]
     monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now fails
-    _render._glyph_runs.cache_clear()
+    _render._forget_fonts()
     try:
         without = [render_png(job) for job in jobs]
     finally:
-        _render._glyph_runs.cache_clear()
+        _render._forget_fonts()
     assert without[:2] == with_pillow  # Latin-1 text and a same-size PNG source: Pillow is not used
     assert image(without[2]).size == (256, 256)
 
@@ -376,3 +377,22 @@ def test_an_edit_of_the_smallest_and_most_elongated_input_keeps_its_size(emu: Em
         form = {"model": "step-image-edit-2", "prompt": "make it taller", "response_format": "b64_json", "seed": "4"}
         out = png_of(post(emu, "/v1/images/edits", data=form, files={"image": ("in.png", source, "image/png")}))
         assert image(out).size == size
+
+
+def test_an_installed_font_draws_what_the_bitmap_font_lacks() -> None:
+    _render._forget_fonts()
+    path = _render._system_font_for("к")
+    if path is None:
+        pytest.skip("no installed font with Cyrillic, or no Pillow")  # the boxes are tested above
+    runs, _, step = _render._glyph_runs("к", 4)
+    box, _, _ = _render._glyph_runs("\U0010fffd", 4)
+    assert step == 1 and runs != box and any(runs)  # drawn at the output's resolution, not a box
+    job = _job("кошка на ветке", width=512, height=512)
+    assert render_png(job) == render_png(job)
+
+
+def test_a_prompt_of_a_thousand_distinct_unknown_characters_is_bounded() -> None:
+    prompt = "".join(chr(0x4E00 + 7 * i) for i in range(1024))  # the longest prompt StepFun takes
+    _render._forget_fonts()
+    picture = within(20, lambda: render_png(_job(prompt)))
+    assert image(picture).size == (1024, 1024)

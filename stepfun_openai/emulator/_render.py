@@ -438,8 +438,16 @@ def _wrap(text: str, room: int, scale: int, limit: int | None) -> list[str]:
     return lines
 
 
+@functools.lru_cache(maxsize=8192)
 def _advance(char: str, scale: int) -> int:
-    return _glyph_runs(char, scale)[1]
+    """Pixels from ``char`` to the next character, without drawing it (wrapping tries scales)."""
+    if _font.glyph(char)[1]:
+        return _font.ADVANCE * scale
+    path = _system_font_for(char)
+    font = _truetype(path, 10 * scale) if path is not None else None
+    if font is None:
+        return _font.ADVANCE * scale
+    return max(scale, int(font.getlength(char) + 0.5)) + scale
 
 
 def _width(text: str, scale: int) -> int:
@@ -457,7 +465,8 @@ def _glyph_runs(char: str, scale: int) -> tuple[_Runs, int, int]:
     from the bitmap font, else from a system font through Pillow, else the placeholder box."""
     rows, known = _font.glyph(char)
     if not known:
-        system = _system_glyph(char, scale)
+        path = _system_font_for(char)
+        system = _system_glyph(path, char, scale) if path is not None else None
         if system is not None:
             return system
     font_rows = []
@@ -600,47 +609,88 @@ def _system_fonts() -> tuple[str, ...]:
     )
 
 
-def _system_glyph(char: str, scale: int) -> tuple[_Runs, int, int] | None:
-    """``char`` drawn by the first installed font that has it, as ``_glyph_runs`` returns; ``None``
-    without Pillow or such a font. The picture then depends on the fonts of the machine."""
-    fonts = _system_fonts()
-    if not fonts or not char.isprintable() or char.isspace():
-        return None
+_PROBE_SIZE = 20
+"""Pixel size at which a font is asked whether it has a character."""
+
+
+@functools.lru_cache(maxsize=64)
+def _truetype(path: str, size: int) -> Any:
+    """A loaded font (``None`` without Pillow or if it does not load), kept: loading reads the file."""
     try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
+        from PIL import ImageFont
+
+        return ImageFont.truetype(path, size=size)
+    except Exception:
         return None
-    rows = _font.HEIGHT * scale
-    baseline = 9 * scale  # the bottom of the capitals: 2 accent rows and 7 rows of capitals
-    for path in fonts:
+
+
+def _draw(font: Any, char: str, width: int, height: int, baseline: int) -> bytes:
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (width, height))
+    ImageDraw.Draw(canvas).text((0, baseline), char, font=font, fill=255, anchor="ls")
+    pixels: bytes = canvas.tobytes()
+    return pixels
+
+
+@functools.lru_cache(maxsize=64)
+def _missing_glyph(path: str) -> bytes:
+    """What the font at ``path`` draws for a character it lacks (a private code point)."""
+    font = _truetype(path, _PROBE_SIZE)
+    return _draw(font, "\U0010fffd", 2 * _PROBE_SIZE, 2 * _PROBE_SIZE, 3 * _PROBE_SIZE // 2)
+
+
+@functools.lru_cache(maxsize=8192)
+def _system_font_for(char: str) -> str | None:
+    """The first installed font (through Pillow) that has ``char``; asked once per character."""
+    if not char.isprintable() or char.isspace():
+        return None
+    for path in _system_fonts():
+        font = _truetype(path, _PROBE_SIZE)
+        if font is None:
+            continue
         try:
-            font = ImageFont.truetype(path, size=10 * scale)
-            advance = max(scale, int(font.getlength(char) + 0.5)) + scale
-            bitmaps = []
-            for probe in (char, "\U0010fffd"):  # a private code point: the font's "missing" glyph
-                canvas = Image.new("L", (advance, rows))
-                ImageDraw.Draw(canvas).text((0, baseline), probe, font=font, fill=255, anchor="ls")
-                bitmaps.append(canvas.tobytes())
+            ink = _draw(font, char, 2 * _PROBE_SIZE, 2 * _PROBE_SIZE, 3 * _PROBE_SIZE // 2)
+            if any(ink) and ink != _missing_glyph(path):
+                return path
         except Exception:
             continue
-        ink, missing = bitmaps
-        if ink == missing or not any(ink):
-            continue
-        runs = []
-        for y in range(rows):
-            row = ink[y * advance : (y + 1) * advance]
-            spans = []
-            x = 0
-            while x < advance:
-                if row[x] >= 128:
-                    start = x
-                    while x < advance and row[x] >= 128:
-                        x += 1
-                    spans.append((start, x))
-                x += 1
-            runs.append(tuple(spans))
-        return tuple(runs), advance, 1
     return None
+
+
+def _system_glyph(path: str, char: str, scale: int) -> tuple[_Runs, int, int] | None:
+    """``char`` drawn by the font at ``path``, as ``_glyph_runs`` returns. The picture then depends
+    on the fonts of the machine (still the same bytes for the same request on it)."""
+    font = _truetype(path, 10 * scale)
+    if font is None:
+        return None
+    rows = _font.HEIGHT * scale
+    advance = _advance(char, scale)
+    try:
+        # The baseline is the bottom of the capitals: 2 accent rows and 7 rows of capitals.
+        ink = _draw(font, char, advance, rows, 9 * scale)
+    except Exception:
+        return None
+    runs = []
+    for y in range(rows):
+        row = ink[y * advance : (y + 1) * advance]
+        spans = []
+        x = 0
+        while x < advance:
+            if row[x] >= 128:
+                start = x
+                while x < advance and row[x] >= 128:
+                    x += 1
+                spans.append((start, x))
+            x += 1
+        runs.append(tuple(spans))
+    return tuple(runs), advance, 1
+
+
+def _forget_fonts() -> None:
+    """Drop every cached glyph and font answer (tests change which fonts exist)."""
+    for cached in (_glyph_runs, _advance, _system_font_for, _system_fonts, _truetype, _missing_glyph):
+        cached.cache_clear()
 
 
 def _mean_colour(grid: list[float]) -> tuple[float, float, float]:
