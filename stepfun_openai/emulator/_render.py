@@ -54,6 +54,8 @@ class RenderJob:
     content_key: bytes
     """Everything that decides the picture except the seed (prompt, steps, ...), hashed."""
     metadata: dict[str, Any]
+    """Stored in the PNG; its ``resolved`` mapping (prompt, model, steps, endpoint) is what the
+    card shows. Without one the picture has no card."""
     source: bytes | None = None
     source_weight: float | None = None
     """Share of the generated image; 1 ignores the source, smaller stays closer to it."""
@@ -447,7 +449,9 @@ def _advance(char: str, scale: int) -> int:
     font = _truetype(path, 10 * scale) if path is not None else None
     if font is None:
         return _font.ADVANCE * scale
-    return max(scale, int(font.getlength(char) + 0.5)) + scale
+    with _FONT_LOCK:
+        length = font.getlength(char)
+    return max(scale, int(length + 0.5)) + scale
 
 
 def _width(text: str, scale: int) -> int:
@@ -624,11 +628,16 @@ def _truetype(path: str, size: int) -> Any:
         return None
 
 
+_FONT_LOCK = threading.Lock()
+"""A FreeType face is not safe to use from two threads at once, and the server has many."""
+
+
 def _draw(font: Any, char: str, width: int, height: int, baseline: int) -> bytes:
     from PIL import Image, ImageDraw
 
     canvas = Image.new("L", (width, height))
-    ImageDraw.Draw(canvas).text((0, baseline), char, font=font, fill=255, anchor="ls")
+    with _FONT_LOCK:
+        ImageDraw.Draw(canvas).text((0, baseline), char, font=font, fill=255, anchor="ls")
     pixels: bytes = canvas.tobytes()
     return pixels
 
