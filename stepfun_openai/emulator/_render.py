@@ -204,6 +204,7 @@ def _blend_rows(
     table = bytes(int(v * keep) for v in range(256))
     shaded = bytes(int(v * keep * (1.0 - shade)) for v in range(256))
     size = 3 * width
+    addends = [int.from_bytes(line, "big") for line in base_lines]  # once per grid row, not per scanline
     lines = []
     for y, row in enumerate(pixels):
         gy = y // cell
@@ -212,7 +213,7 @@ def _blend_rows(
             source = row[:a].translate(table) + row[a:b].translate(shaded) + row[b:].translate(table)
         else:
             source = row.translate(table)
-        total = int.from_bytes(source, "big") + int.from_bytes(base_lines[gy], "big")
+        total = int.from_bytes(source, "big") + addends[gy]
         lines.append(b"\x00" + total.to_bytes(size, "big"))
     return lines
 
