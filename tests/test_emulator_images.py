@@ -311,7 +311,7 @@ def test_characters_the_font_lacks_are_drawn_as_distinct_boxes() -> None:
     assert not known and rows[2] == rows[8] == 0b11111  # a box: closed at the top and bottom
 
 
-def test_non_latin_prompts_render_with_or_without_a_system_font() -> None:
+def test_non_latin_emoji_and_invisible_characters_render() -> None:
     for prompt in ("采菊东篱下，悠然见南山", "кошка на ветке 🐱", "\u200b\u0301\ufeff", "🏳️‍🌈" * 40):
         picture = image(render_png(_job(prompt, width=512, height=512)))
         assert picture.size == (512, 512)
