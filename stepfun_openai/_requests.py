@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import dataclasses
 import os
 import random
@@ -515,9 +516,16 @@ def is_base64(text: str) -> bool:
     return not text[_EDGE:-_EDGE].encode("ascii").translate(None, _BASE64_ALPHABET)
 
 
-def _check_b64_image(text: str, where: str, response: httpx2.Response) -> None:
+DECODE_RESULTS: contextvars.ContextVar[bool] = contextvars.ContextVar("stepfun_decode_results", default=False)
+"""Set by a caller that reads every image at once (the batch): the check then decodes each result
+strictly, once, and keeps the bytes (``read()`` is free), instead of scanning the base64 and leaving
+the decoding to ``read()``: one pass over the data instead of two."""
+
+
+def _check_b64_image(text: str, where: str, response: httpx2.Response) -> bytes | None:
     """An inline result is usable: not empty, strict base64, at most ``DEFAULT_MAX_BYTES`` (50 MiB)
-    decoded, and an image (PNG, JPEG, WebP or GIF by its first bytes); else ``MalformedResponseError``."""
+    decoded, and an image (PNG, JPEG, WebP or GIF by its first bytes); else ``MalformedResponseError``.
+    The decoded bytes when :data:`DECODE_RESULTS` is set, else ``None``."""
     if not text:
         raise malformed(f"{where}.b64_json is empty", response)
     size = len(text) // 4 * 3 - len(text[-2:]) + len(text[-2:].rstrip("="))
@@ -526,11 +534,22 @@ def _check_b64_image(text: str, where: str, response: httpx2.Response) -> None:
             f"{where}.b64_json decodes to {size:,} bytes, more than the {DEFAULT_MAX_BYTES:,} a result may be",
             response,
         )
-    if not is_base64(text):
+    data: bytes | None = None
+    if DECODE_RESULTS.get():
+        try:
+            data = base64.b64decode(text, validate=True) if len(text) % 4 == 0 and text.isascii() else None
+        except (binascii.Error, ValueError):
+            data = None
+        if data is None:
+            raise malformed(f"{where}.b64_json is not valid base64", response)
+        head = data[:HEADER_BYTES]
+    elif not is_base64(text):
         raise malformed(f"{where}.b64_json is not valid base64", response)
-    head = base64.b64decode(text[:_HEAD_CHARS])
+    else:
+        head = base64.b64decode(text[:_HEAD_CHARS])
     if sniff(head).format is None:
         raise malformed(f"{where}.b64_json is not a PNG, JPEG, WebP or GIF image (it starts {head[:12]!r})", response)
+    return data
 
 
 def _excerpt(response: httpx2.Response, secrets: Sequence[str]) -> str:
@@ -598,7 +617,7 @@ def finish_images_response(
             if image.b64_json and not is_base64(image.b64_json):
                 raise malformed(f"data[{index}].b64_json is not valid base64", response)
         elif image.b64_json is not None:
-            _check_b64_image(image.b64_json, f"data[{index}]", response)
+            image._data = _check_b64_image(image.b64_json, f"data[{index}]", response)
         elif image.url is None:
             raise malformed(f"data[{index}] has neither url nor b64_json", response)
         image._context = {**request_info, "index": index, "created": result.created, "trace_id": trace_id}

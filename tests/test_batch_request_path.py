@@ -209,3 +209,37 @@ async def test_base64_broken_in_the_middle_fails_its_job_not_the_batch(tmp_path:
     (line,) = [json.loads(text) for text in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     assert line["status"] == "failed" and "not valid base64" in line["error"]["message"]
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.jsonl"]  # no image written
+
+
+def test_a_batch_decodes_each_image_once_and_the_client_checks_without_decoding(
+    stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    decoded: list[int] = []
+    scanned: list[int] = []
+    original_decode, original_scan = base64.b64decode, _requests.is_base64
+
+    def counting_decode(text: Any, *args: Any, **kwargs: Any) -> bytes:
+        data = original_decode(text, *args, **kwargs)
+        if len(data) > 10_000:  # whole images, not the few header bytes sniffed
+            decoded.append(len(data))
+        return data
+
+    def counting_scan(text: str) -> bool:
+        scanned.append(len(text))
+        return original_scan(text)
+
+    monkeypatch.setattr(base64, "b64decode", counting_decode)
+    monkeypatch.setattr(_requests, "is_base64", counting_scan)
+    job = {"prompt": "a cat", "model": "step-2x-large", "size": "512x512"}
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    result = batch.run([job], out=tmp_path, client=client, concurrency=1, rpm=None, progress=False)
+    # One pass over the image: decoded while checked (read() then has the bytes), never scanned.
+    assert result.succeeded == 1 and len(decoded) == 1 and scanned == []
+
+    decoded.clear()
+    response = client.to_sync().images.generate(**job, response_format="b64_json")
+    assert decoded == [] and len(scanned) == 1  # the client scans the base64 without decoding it
+    response.images[0].read()
+    assert len(decoded) == 1

@@ -34,6 +34,7 @@ from .._exceptions import (
     caller_stacklevel,
     get_trace_id,
 )
+from .._requests import DECODE_RESULTS
 from .._retry import RetryPolicy, async_retrying, explain_connection_error, retry_after_seconds
 from ._budget import Budget, BudgetError, job_cost, money, spent_in
 from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _prepare, _Work, describe_params, describe_value
@@ -409,6 +410,9 @@ async def arun(
         pending = iter(todo)
 
         async def worker() -> None:
+            # This task's context only: every image a job gets is read at once, so the response
+            # check decodes it (once, strictly) instead of scanning it for read() to decode again.
+            DECODE_RESULTS.set(True)
             for work in pending:
                 if runner.stop is not None or writer.error is not None:
                     return
