@@ -339,8 +339,10 @@ async def arun(
         are skipped, so running the same batch again resumes it; a succeeded job whose image file
         was deleted runs again, and unreadable lines are skipped (both counted in the result).
       client: an ``AsyncStepFun``; default one from the environment (``STEPFUN_API_KEY``).
-      concurrency, rpm, tier: the limits; explicit values win over the tier's
-        (``catalog.RATE_LIMIT_TIERS``); with none of them, tier V0 (5 concurrent, 10/minute).
+      concurrency: requests in flight at most (wins over the tier's).
+      rpm: requests per minute at most (wins over the tier's).
+      tier: your account's tier, ``"V0"`` .. ``"V5"`` (``catalog.RATE_LIMIT_TIERS``); with none
+        of the three limits, tier V0 (5 concurrent, 10/minute).
       defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``;
         each applies to the jobs whose endpoint takes it, and ``model`` only to the jobs whose
         endpoint that model serves (the others keep their endpoint's default model).
@@ -352,6 +354,7 @@ async def arun(
       check_balance: before starting, compare the account's balance with the estimated cost: a
         lower balance is a :class:`BudgetError` unless ``allow_partial`` (then the batch runs until
         StepFun answers 402, which stops it cleanly: the rest stay pending).
+      allow_partial: with ``check_balance``, start even when the balance is lower than the estimate.
       progress: show a progress bar (tqdm if installed, else a line on stderr every few seconds).
     """
     started = time.monotonic()
