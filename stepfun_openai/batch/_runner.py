@@ -341,8 +341,8 @@ async def arun(
       client: an ``AsyncStepFun``; default one from the environment (``STEPFUN_API_KEY``).
       concurrency: requests in flight at most (wins over the tier's).
       rpm: requests per minute at most (wins over the tier's).
-      tier: your account's tier, ``"V0"`` .. ``"V5"`` (``catalog.RATE_LIMIT_TIERS``); with none
-        of the three limits, tier V0 (5 concurrent, 10/minute).
+      tier: the account's tier, ``V0`` to ``V5`` (``catalog.RATE_LIMIT_TIERS``); with none of the
+        three limits, tier V0 (5 concurrent, 10/minute).
       defaults: parameters for every job that does not set them, e.g. ``{"model": ..., "size": ...}``;
         each applies to the jobs whose endpoint takes it, and ``model`` only to the jobs whose
         endpoint that model serves (the others keep their endpoint's default model).
