@@ -355,6 +355,7 @@ async def arun(
       check_balance: before starting, compare the account's balance with the estimated cost: a
         lower balance is a :class:`BudgetError` unless ``allow_partial`` (then the batch runs until
         StepFun answers 402, which stops it cleanly: the rest stay pending).
+      allow_partial: with ``check_balance``, start even when the balance is lower than the estimate.
       progress: show a progress bar (tqdm if installed, else a line on stderr every few seconds).
     """
     started = time.monotonic()

@@ -160,7 +160,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stepfun_openai.emulator",
-        description="A local StepFun image API (see the README, section 'Local emulator').",
+        description="A local StepFun image API for tests and demos (docs/guides/emulator.md: 'The local emulator').",
     )
     add_emulator_arguments(parser)
     return parser
