@@ -330,12 +330,18 @@ def _on(endpoint: catalog.Endpoint, describe: Callable[[catalog.EndpointSpec], s
     return "; ".join(parts)
 
 
+def _steps_text(spec: catalog.EndpointSpec) -> str:
+    return spec.steps.describe()
+
+
 def _endpoint_overrides(endpoint: catalog.Endpoint) -> dict[str, tuple[Any, Any]]:
     """The arguments whose allowed values differ per endpoint: the model and size enums and the
     per-model ranges are read from the catalog for this endpoint's models only."""
     models = _endpoint_models(endpoint)
     current = [name for name in models if catalog.MODELS[name].status == "current"]
-    sizes = tuple(dict.fromkeys(size for name in models for size in (catalog.MODELS[name].endpoints[endpoint].sizes or ())))
+    sizes = tuple(
+        dict.fromkeys(size for name in models for size in (catalog.MODELS[name].endpoints[endpoint].sizes or ()))
+    )
     model_type = Annotated[
         str, WithJsonSchema({"type": "string", "enum": list(models)}), _one_of(models, f"model for {endpoint}")
     ]
@@ -354,7 +360,7 @@ def _endpoint_overrides(endpoint: catalog.Endpoint) -> dict[str, tuple[Any, Any]
             Integer | None,
             Field(
                 default=None,
-                description=f"Denoising steps, null = the model's default. {_on(endpoint, lambda s: s.steps.describe())}.",
+                description=f"Denoising steps, null = the model's default. {_on(endpoint, _steps_text)}.",
             ),
         ),
         "cfg_scale": (

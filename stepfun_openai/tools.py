@@ -687,7 +687,9 @@ def _image_tool(
     image ``image``), as the MCP server's three tools send them; ``None`` (default): the combined
     :class:`ImageToolArgs`, image-to-image when ``source_image`` is given.
     """
-    return _start(arguments, output_dir, default_model, handle_validation_error, input_dirs, tool_name, _whole, endpoint)
+    return _start(
+        arguments, output_dir, default_model, handle_validation_error, input_dirs, tool_name, _whole, endpoint
+    )
 
 
 def _whole(result: ImageToolResult) -> ImageToolResult:
