@@ -484,14 +484,19 @@ async def _progress(ctx: ServerRequestContext[Any], interval: float) -> AsyncIte
                     count, None, f"waiting for StepFun ({time.monotonic() - start:.0f} s)"
                 )
 
+    error: Exception | None = None
     async with anyio.create_task_group() as group:
         with contextlib.suppress(Exception):
             await ctx.session.report_progress(0, None, "sending the request to StepFun")
         group.start_soon(report)
         try:
             yield
+        except Exception as exc:  # raised as itself below, not wrapped in the task group's ExceptionGroup
+            error = exc
         finally:
             group.cancel_scope.cancel()
+    if error is not None:
+        raise error
 
 
 def _models() -> dict[str, Any]:
