@@ -83,7 +83,10 @@ def _run(args: argparse.Namespace) -> int:
                 allow_dirs=args.allow_dir,
                 use_roots=not args.no_roots,
             )
-        except (MissingAPIKeyError, StepFunValidationError) as exc:
+        except StepFunValidationError as exc:  # only --allow-dir can be wrong here
+            print(f"stepfun-openai: error: --allow-dir {exc.value}: not an existing directory", file=sys.stderr)
+            return 2
+        except MissingAPIKeyError as exc:
             hint = "" if args.emulator else " (or add --emulator to try a local emulator)"
             print(f"stepfun-openai: error: {' '.join(str(exc).split())}{hint}", file=sys.stderr)
             return 2

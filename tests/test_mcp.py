@@ -34,7 +34,7 @@ from stepfun_openai import catalog
 from stepfun_openai.emulator import Emulator
 from stepfun_openai.mcp_server import PREVIEW_MAX_BYTES, PREVIEW_MAX_SIDE
 
-from ._hostile import within
+from ._hostile import answer, hostile_server, within
 
 SECRET = "sk-mcp-test-SECRET-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,7 +281,7 @@ def test_a_filtered_image_is_reported_not_shown_and_models_and_balance_are_liste
     run(body, *_server_args(dirs), env=_env(STEPFUN_API_KEY=SECRET, STEPFUN_BASE_URL=emulator.base_url))
 
 
-def test_the_key_stays_out_of_errors_even_when_stepfun_echoes_it(dirs: dict[str, Path]) -> None:
+def test_a_rejected_key_is_a_tool_error_that_says_to_check_it(dirs: dict[str, Path]) -> None:
     with Emulator(api_key="sk-another-key-entirely-0000") as wrong:
 
         async def body(session: Session) -> None:
@@ -291,6 +291,21 @@ def test_the_key_stays_out_of_errors_even_when_stepfun_echoes_it(dirs: dict[str,
             assert balance.is_error and "STEPFUN_API_KEY" in _text(balance)
 
         run(body, *_server_args(dirs), env=_env(STEPFUN_API_KEY=SECRET, STEPFUN_BASE_URL=wrong.base_url))
+
+
+def test_the_key_stays_out_when_stepfun_echoes_it_in_a_message(dirs: dict[str, Path]) -> None:
+    echo = {"error": {"message": f"invalid request from key {SECRET}", "type": "invalid_request_error"}}
+    with hostile_server(answer(400, echo)) as server:
+
+        async def body(session: Session) -> None:
+            expectations = ((400, "StepFun rejected the request: invalid request from key"), (451, "HTTP 451"))
+            for status, expected in expectations:
+                server.script = answer(status, echo)
+                result = await session.call("generate_image", {"prompt": "a fox"})
+                assert result.is_error and expected in _text(result), _text(result)
+            assert server.requests == 2
+
+        run(body, *_server_args(dirs), env=_env(STEPFUN_API_KEY=SECRET, STEPFUN_BASE_URL=f"{server.url}/v1"))
 
 
 def test_roots_the_client_grants_are_readable(emulator: Emulator, dirs: dict[str, Path]) -> None:
@@ -385,6 +400,22 @@ def test_without_the_extra_the_error_names_it() -> None:
     )
     assert result.returncode == 2
     assert "pip install 'stepfun-openai[mcp]'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param([], "STEPFUN_API_KEY (or STEP_API_KEY)", id="no-key"),
+        pytest.param(["--emulator", "--allow-dir", "/no/such/dir"], "--allow-dir /no/such/dir", id="allow-dir"),
+        pytest.param(["--emulator", "--http", "--port", "70000"], "--port 70000", id="port"),
+    ],
+)
+def test_the_command_says_what_is_wrong_before_serving(args: list[str], expected: str) -> None:
+    result = subprocess.run(
+        [*SERVER, *args], capture_output=True, text=True, timeout=60, env=_env(), stdin=subprocess.DEVNULL, check=False
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
 
 
 def test_import_stepfun_openai_does_not_load_mcp() -> None:
