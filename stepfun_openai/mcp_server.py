@@ -32,6 +32,7 @@ import io
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,7 +359,9 @@ class StepFunMCP:
             capabilities = ctx.session.client_capabilities
             if capabilities is None or capabilities.roots is None:
                 return ()
-            with anyio.fail_after(ROOTS_TIMEOUT):
+            with anyio.fail_after(ROOTS_TIMEOUT), warnings.catch_warnings():
+                # Deprecated in the 2026-07-28 revision; today's hosts speak the earlier ones.
+                warnings.simplefilter("ignore", DeprecationWarning)
                 answer = await ctx.session.list_roots()
         except Exception:  # no back channel, a timeout, a client error: the --allow-dir list alone
             return ()

@@ -425,3 +425,59 @@ def test_import_stepfun_openai_does_not_load_mcp() -> None:
         capture_output=True, text=True, timeout=60, env=_env(), check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+# --- in process: what a subprocess cannot show cheaply ----------------------------------------------
+
+
+def _in_process(server: Any, body: Callable[[Client], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with Client(server) as client:
+            await body(client)
+
+    within(20, lambda: anyio.run(main))
+
+
+def test_rate_limits_after_the_retries_say_to_wait_and_only_saved_images_are_resources(tmp_path: Path) -> None:
+    from mcp.shared.exceptions import MCPError
+
+    from stepfun_openai import AsyncStepFun
+    from stepfun_openai.mcp_server import StepFunMCP
+
+    limited = {"error": {"message": f"rate limited for {SECRET}", "type": "rate_limit"}}
+    with hostile_server(answer(429, limited, {"Retry-After": "0"})) as server:
+        client = AsyncStepFun(api_key=SECRET, base_url=f"{server.url}/v1", max_retries=0)
+        mcp = StepFunMCP(client, output_dir=tmp_path)
+
+        async def body(connected: Client) -> None:
+            result = await connected.call_tool("generate_image", {"prompt": "a fox"})
+            assert result.is_error and "HTTP 429" in _text(result) and "Wait" in _text(result)
+            assert SECRET not in result.model_dump_json()
+            (tmp_path.parent / "private.png").write_bytes(_png())
+            for uri in ((tmp_path.parent / "private.png").as_uri(), "file:///etc/passwd", "https://example.com/x.png"):
+                with pytest.raises(MCPError, match="only images this server saved"):
+                    await connected.read_resource(uri)
+
+        _in_process(mcp.server, body)
+
+
+def test_previews_stay_under_the_cap_with_or_without_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from stepfun_openai.mcp_server import make_preview
+
+    noise = Image.effect_noise((2048, 2048), 90).convert("RGB")
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG")
+    large = buffer.getvalue()
+    assert len(large) > PREVIEW_MAX_BYTES
+    preview = make_preview(large, "image/png")
+    assert preview.data is not None and len(preview.data) <= PREVIEW_MAX_BYTES
+    with Image.open(io.BytesIO(preview.data)) as shown:
+        assert shown.size == (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE)
+
+    small = _png()
+    monkeypatch.setitem(sys.modules, "PIL", None)  # Pillow missing: `from PIL import Image` fails
+    assert make_preview(small, "image/png").data == small  # under the cap: the image itself
+    missing = make_preview(large, "image/png")
+    assert missing.data is None and "Pillow" in missing.note
