@@ -43,6 +43,7 @@ try:
     import anyio
     import mcp_types as types
     from mcp.server.lowlevel import Server
+    from mcp.shared.exceptions import MCPDeprecationWarning
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("the StepFun MCP server needs the MCP SDK: pip install 'stepfun-openai[mcp]'") from exc
 
@@ -361,7 +362,7 @@ class StepFunMCP:
                 return ()
             with anyio.fail_after(ROOTS_TIMEOUT), warnings.catch_warnings():
                 # Deprecated in the 2026-07-28 revision; today's hosts speak the earlier ones.
-                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
                 answer = await ctx.session.list_roots()
         except Exception:  # no back channel, a timeout, a client error: the --allow-dir list alone
             return ()
