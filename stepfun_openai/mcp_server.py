@@ -182,8 +182,9 @@ class StepFunMCP:
     """The MCP server over one ``AsyncStepFun`` client.
 
     ``output_dir``: where images are saved (created on first use). ``allow_dirs``: directories whose
-    image files the tools may read, besides the roots the client grants. ``default_model``: see
-    :func:`~stepfun_openai.tools.run_image_tool`.
+    image files the tools may read, besides the roots the client grants (``use_roots=False``: only
+    these). ``server`` is the SDK's lowlevel ``Server``: ``run_stdio()`` / ``run_http()`` serve it,
+    and ``mcp.Client(server)`` connects to it in-process (tests).
     """
 
     client: AsyncStepFun
@@ -313,7 +314,9 @@ class StepFunMCP:
         )
         content: list[Any] = [types.TextContent(type="text", text=result.content)]
         if not filtered and result.path is not None:
-            data = result.path.read_bytes()
+            # The bytes StepFun sent (held since the save; bounded by the client's download cap),
+            # not a second read of the file.
+            data = image.read() if image else b""
             info = image._head_info() if image else None
             mime = f"image/{info.format}" if info and info.format else "image/png"
             if info and info.width and info.height:
@@ -329,7 +332,7 @@ class StepFunMCP:
                     name=result.path.name,
                     uri=result.path.as_uri(),
                     mime_type=mime,
-                    size=len(data),
+                    size=result.path.stat().st_size,
                     description="The full-size image",
                 )
             )
