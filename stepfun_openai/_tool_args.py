@@ -15,12 +15,22 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    create_model,
+)
 
 from . import catalog
 
 __all__ = [
     "DEFAULT_SOURCE_WEIGHT",
+    "EDIT_MODELS",
     "IMAGE2IMAGE_MODELS",
     "IMAGE_SIZES",
     "IMAGE_TEXT_MAX_CHARS",
@@ -29,6 +39,7 @@ __all__ = [
     "TEXT_MAX_CHARS",
     "TEXT_TO_IMAGE_MODELS",
     "ImageToolArgs",
+    "endpoint_tool_args",
     "strict_json_schema",
 ]
 
@@ -291,3 +302,125 @@ def strict_json_schema(model: type[BaseModel] = ImageToolArgs) -> dict[str, Any]
     schema = _strictify(copy.deepcopy(model.model_json_schema()))
     assert isinstance(schema, dict)
     return schema
+
+
+# --- one tool per endpoint (the MCP server's generate_image / image_to_image / edit_image) ---------
+
+EDIT_MODELS: tuple[str, ...] = tuple(catalog.models_for("edits"))
+
+_ENDPOINT_FIELDS: dict[catalog.Endpoint, tuple[str, ...]] = {
+    "generations": (
+        "prompt", "model", "size", "seed", "steps", "cfg_scale",
+        "negative_prompt", "text_mode", "style_reference", "style_weight",
+    ),
+    "image2image": ("prompt", "source_image", "source_weight", "model", "size", "seed", "steps", "cfg_scale"),
+    "edits": ("prompt", "image", "model", "size", "seed", "steps", "cfg_scale", "negative_prompt", "text_mode"),
+}  # fmt: skip
+"""Which of :class:`ImageToolArgs`'s arguments each endpoint takes (``image`` is the edit tool's
+name for ``source_image``: an edit has no source weight, its image *is* the subject)."""
+
+
+def _endpoint_models(endpoint: catalog.Endpoint) -> tuple[str, ...]:
+    return tuple(catalog.models_for(endpoint))
+
+
+def _on(endpoint: catalog.Endpoint, describe: Callable[[catalog.EndpointSpec], str | None]) -> str:
+    """``"step-2x-large: ...; step-1x-medium: ..."`` for the models of one endpoint."""
+    parts = []
+    for name in _endpoint_models(endpoint):
+        spec = catalog.MODELS[name].spec(endpoint)
+        text = describe(spec) if spec else None
+        parts.append(f"{name}: {text or 'ignored (the output has the input size)'}")
+    return "; ".join(parts)
+
+
+def _steps_text(spec: catalog.EndpointSpec) -> str:
+    return spec.steps.describe()
+
+
+def _endpoint_overrides(endpoint: catalog.Endpoint) -> dict[str, tuple[Any, Any]]:
+    """The arguments whose allowed values differ per endpoint: the model and size enums and the
+    per-model ranges are read from the catalog for this endpoint's models only."""
+    models = _endpoint_models(endpoint)
+    current = [name for name in models if catalog.MODELS[name].status == "current"]
+    sizes = tuple(
+        dict.fromkeys(size for name in models for size in (catalog.MODELS[name].endpoints[endpoint].sizes or ()))
+    )
+    model_type = Annotated[
+        str, WithJsonSchema({"type": "string", "enum": list(models)}), _one_of(models, f"model for {endpoint}")
+    ]
+    size_type = Annotated[str, WithJsonSchema({"type": "string", "enum": list(sizes)}), _one_of(sizes, "size")]
+    model_help = "; ".join(f"{name}: {catalog.MODELS[name].description}" for name in models)
+    overrides: dict[str, tuple[Any, Any]] = {
+        "model": (
+            model_type | None,
+            Field(default=None, description=f"StepFun model, null = {(current or models)[0]}. {model_help}."),
+        ),
+        "size": (
+            size_type | None,
+            Field(default=None, description=f"Output size, null = the model's default. {_on(endpoint, _size_text)}."),
+        ),
+        "steps": (
+            Integer | None,
+            Field(
+                default=None,
+                description=f"Denoising steps, null = the model's default. {_on(endpoint, _steps_text)}.",
+            ),
+        ),
+        "cfg_scale": (
+            float | None,
+            Field(
+                default=None,
+                description=(
+                    "Prompt adherence (higher = follows the prompt more literally), null = the model's default. "
+                    f"{_on(endpoint, lambda s: s.cfg_scale.describe())}."
+                ),
+            ),
+        ),
+    }
+    limits = "; ".join(
+        f"{name}: {spec.image_limits.describe()}"
+        for name in models
+        if (spec := catalog.MODELS[name].spec(endpoint)) is not None and spec.image_limits is not None
+    )
+    where = "an http(s) URL, a data: URL, or the path of an image file inside a directory the server allows"
+    if endpoint == "image2image":
+        overrides["source_image"] = (ImageText, Field(description=f"The image to start from: {where}; {limits}."))
+    if endpoint == "edits":
+        overrides["image"] = (ImageText, Field(description=f"The image to edit: {where}; {limits}."))
+    return overrides
+
+
+_ENDPOINT_TITLES: dict[catalog.Endpoint, str] = {
+    "generations": "generate_image",
+    "image2image": "image_to_image",
+    "edits": "edit_image",
+}
+
+
+def endpoint_tool_args(endpoint: catalog.Endpoint) -> type[BaseModel]:
+    """The arguments of a tool for one endpoint: the subset of :class:`ImageToolArgs` that the
+    endpoint takes, the same fields and validators, with the model and size enums and the
+    per-model ranges narrowed to that endpoint's models (from the catalog)."""
+    cached = _BY_ENDPOINT.get(endpoint)
+    if cached is not None:
+        return cached
+    overrides = _endpoint_overrides(endpoint)
+    fields: dict[str, Any] = {}
+    for name in _ENDPOINT_FIELDS[endpoint]:
+        if name in overrides:
+            fields[name] = overrides[name]
+        else:
+            info = ImageToolArgs.model_fields[name]
+            fields[name] = (info.rebuild_annotation(), info)
+    model = create_model(
+        _ENDPOINT_TITLES[endpoint].title().replace("_", "") + "Args",
+        __config__=ConfigDict(extra="forbid", title=_ENDPOINT_TITLES[endpoint], allow_inf_nan=False),
+        __doc__=f"The arguments of {_ENDPOINT_TITLES[endpoint]} (StepFun's {endpoint} endpoint).",
+        **fields,
+    )
+    _BY_ENDPOINT[endpoint] = model
+    return model  # type: ignore[no-any-return]
+
+
+_BY_ENDPOINT: dict[catalog.Endpoint, type[BaseModel]] = {}

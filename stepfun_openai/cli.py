@@ -46,11 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from ._cli_account import add_account_commands
     from ._cli_commands import add_image_commands, add_models_command
+    from ._cli_mcp import add_mcp_command
 
     add_image_commands(subparsers)  # generate, image2image, edit, batch
     _add_emulator(subparsers)
     add_models_command(subparsers)
     add_account_commands(subparsers)  # balance, doctor
+    add_mcp_command(subparsers)
     return parser
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, Union, cast
 
 import openai
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import catalog
 from ._exceptions import ContentBlockedError, StepFunValidationError
@@ -37,11 +37,13 @@ from ._inputs import inspect_image_string
 from ._sniff import HEADER_BYTES, sniff
 from ._tool_args import (
     DEFAULT_SOURCE_WEIGHT,
+    EDIT_MODELS,
     IMAGE2IMAGE_MODELS,
     IMAGE_TEXT_MAX_CHARS,
     IMAGE_TOOL_MODELS,
     TEXT_TO_IMAGE_MODELS,
     ImageToolArgs,
+    endpoint_tool_args,
     strict_json_schema,
 )
 from ._urls import REDACTED, is_data_url, is_http_url
@@ -96,6 +98,8 @@ class ImageToolResult:
     error: ErrorKind | None = None
     """``None`` on success; otherwise why ``content`` explains a failure instead."""
     response: StepFunImagesResponse | None = field(default=None, repr=False)
+    model: str | None = None
+    """The model the request named (``None`` when nothing was sent)."""
 
     @property
     def ok(self) -> bool:
@@ -184,15 +188,20 @@ def _json_kind(value: object) -> str:
     return "number" if isinstance(value, (int, float)) else type(value).__name__
 
 
-def parse_arguments(arguments: ImageToolArgs | Mapping[str, Any] | str | bytes | None) -> ImageToolArgs:
-    """The model's arguments (a JSON string or a mapping) as validated :class:`ImageToolArgs`.
+def parse_arguments(
+    arguments: BaseModel | Mapping[str, Any] | str | bytes | None, model: type[BaseModel] = ImageToolArgs
+) -> BaseModel:
+    """The model's arguments (a JSON string or a mapping) as a validated ``model``
+    (:class:`ImageToolArgs`, or one endpoint's subset of it: ``endpoint_tool_args``).
 
     Raises pydantic's ``ValidationError`` (naming the argument) or :class:`StepFunValidationError`
     (``arguments``: not a JSON object at all).
     """
-    if isinstance(arguments, ImageToolArgs):
+    if isinstance(arguments, model):
         return arguments
-    return ImageToolArgs.model_validate(decode_arguments(arguments))
+    if isinstance(arguments, BaseModel):  # another tool's arguments: checked again as this one's
+        arguments = arguments.model_dump(exclude_none=True)
+    return model.model_validate(decode_arguments(arguments))
 
 
 # --- where images may come from -------------------------------------------------------------------
@@ -301,9 +310,9 @@ def _read_image_file(real: Path, param: str, value: str, forms: str) -> bytes:
 
 @dataclass(frozen=True)
 class _Call:
-    method: Literal["generate", "image2image"]
+    method: Literal["generate", "image2image", "edit"]
     kwargs: dict[str, Any]
-    args: ImageToolArgs
+    args: BaseModel
 
     @property
     def model(self) -> str:
@@ -314,40 +323,48 @@ _TEXT_TO_IMAGE_ONLY = ("negative_prompt", "text_mode")
 
 
 def _plan(
-    args: ImageToolArgs, *, default_model: str | None, output_dir: Path | None, input_dirs: tuple[Path, ...]
+    args: BaseModel, *, default_model: str | None, output_dir: Path | None, input_dirs: tuple[Path, ...]
 ) -> _Call:
-    """Which endpoint and which keyword arguments; the client validates them against the catalog."""
-    if args.source_weight is not None and args.source_image is None:
-        raise StepFunValidationError("source_weight", args.source_weight, "only together with source_image")
-    if args.style_weight is not None and args.style_reference is None:
-        raise StepFunValidationError("style_weight", args.style_weight, "only together with style_reference")
-    kwargs: dict[str, Any] = {"prompt": args.prompt}
+    """Which endpoint and which keyword arguments; the client validates them against the catalog.
+
+    ``args`` is :class:`ImageToolArgs` or one endpoint's subset of it (an argument the subset
+    lacks counts as null); only the edit tool's subset has ``image``."""
+    values = {name: getattr(args, name, None) for name in (*ImageToolArgs.model_fields, "image")}
+    if values["source_weight"] is not None and values["source_image"] is None:
+        raise StepFunValidationError("source_weight", values["source_weight"], "only together with source_image")
+    if values["style_weight"] is not None and values["style_reference"] is None:
+        raise StepFunValidationError("style_weight", values["style_weight"], "only together with style_reference")
+    kwargs: dict[str, Any] = {"prompt": values["prompt"]}
     for name in ("size", "seed", "steps", "cfg_scale", "negative_prompt", "text_mode"):
-        value = getattr(args, name)
-        if value is not None:
-            kwargs[name] = value
+        if values[name] is not None:
+            kwargs[name] = values[name]
     kwargs["response_format"] = "b64_json" if output_dir is not None else "url"
 
-    if args.source_image is not None:
-        if args.style_reference is not None:
+    if values["image"] is not None:  # the edit tool: its model is an edit model, its image the subject
+        kwargs["model"] = values["model"] or (default_model if default_model in EDIT_MODELS else _current(EDIT_MODELS))
+        kwargs["image"] = _source("image", values["image"], input_dirs)
+        return _Call("edit", kwargs, args)
+
+    if values["source_image"] is not None:
+        if values["style_reference"] is not None:
             raise StepFunValidationError(
-                "style_reference", args.style_reference, "not together with source_image; use one or the other"
+                "style_reference", values["style_reference"], "not together with source_image; use one or the other"
             )
         for name in _TEXT_TO_IMAGE_ONLY:  # the image-to-image endpoint has no such parameter
-            if getattr(args, name) is not None:
-                raise StepFunValidationError(name, getattr(args, name), "null together with source_image")
-        model = args.model
+            if values[name] is not None:
+                raise StepFunValidationError(name, values[name], "null together with source_image")
+        model = values["model"]
         if model is None:
             model = default_model if default_model in IMAGE2IMAGE_MODELS else _current(IMAGE2IMAGE_MODELS)
         kwargs["model"] = model
-        kwargs["source_url"] = _source("source_image", args.source_image, input_dirs)
-        kwargs["source_weight"] = DEFAULT_SOURCE_WEIGHT if args.source_weight is None else args.source_weight
+        kwargs["source_url"] = _source("source_image", values["source_image"], input_dirs)
+        kwargs["source_weight"] = DEFAULT_SOURCE_WEIGHT if values["source_weight"] is None else values["source_weight"]
         return _Call("image2image", kwargs, args)
 
-    kwargs["model"] = args.model or default_model or _current(TEXT_TO_IMAGE_MODELS)
-    if args.style_reference is not None:
-        image = _source("style_reference", args.style_reference, input_dirs)
-        kwargs["style_reference"] = StyleReference(image=image, weight=args.style_weight)
+    kwargs["model"] = values["model"] or default_model or _current(TEXT_TO_IMAGE_MODELS)
+    if values["style_reference"] is not None:
+        image = _source("style_reference", values["style_reference"], input_dirs)
+        kwargs["style_reference"] = StyleReference(image=image, weight=values["style_weight"])
     return _Call("generate", kwargs, args)
 
 
@@ -396,13 +413,14 @@ def explain_invalid(
     tool_name: str = IMAGE_TOOL_NAME,
     values: Mapping[str, object] | None = None,
     secret: str | None = None,
+    arguments_model: type[BaseModel] = ImageToolArgs,
 ) -> str:
     """A tool result for arguments that were rejected: which argument to fix, what is allowed.
 
     ``values`` (tool argument -> what the model sent) replaces the value the client checked when it
     is not what the model wrote (an image file's bytes for its path). ``secret`` (the API key) is
     replaced by ``REDACTED`` should StepFun's message echo it."""
-    return redact(_clean(_explain(exc, tool_name, values or {})), secret)
+    return redact(_clean(_explain(exc, tool_name, values or {}, arguments_model)), secret)
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -411,7 +429,9 @@ def redact(text: str, secret: str | None) -> str:
     return text.replace(secret, REDACTED) if secret and len(secret) >= 8 else text
 
 
-def _explain(exc: Exception, tool_name: str, values: Mapping[str, object]) -> str:
+def _explain(
+    exc: Exception, tool_name: str, values: Mapping[str, object], arguments_model: type[BaseModel] = ImageToolArgs
+) -> str:
     tail = f"Nothing was generated. Fix the argument and call {tool_name} again."
     if isinstance(exc, StepFunValidationError) and exc.param == "arguments":
         return f"The arguments were not valid: expected {exc.allowed}. {tail}"
@@ -421,7 +441,7 @@ def _explain(exc: Exception, tool_name: str, values: Mapping[str, object]) -> st
         where = f" for model {exc.model!r}" if exc.model else ""
         return f"Invalid argument {param}={_short(value)}{where}. Allowed: {exc.allowed}. {tail}"
     if isinstance(exc, ValidationError):
-        allowed_names = ", ".join(ImageToolArgs.model_fields)
+        allowed_names = ", ".join(arguments_model.model_fields)
         problems: list[str] = []
         errors = exc.errors(include_url=False)
         for error in errors[:_MAX_PROBLEMS]:
@@ -466,6 +486,9 @@ _FILTERED = (
 # --- response -> result ------------------------------------------------------------------------
 
 
+_ENDPOINT_OF: dict[str, catalog.Endpoint] = {"generate": "generations", "image2image": "image2image", "edit": "edits"}
+
+
 def _pixel_size(image: StepFunImage, call: _Call) -> str:
     """``"1360x768 (width x height)"``: read from the image when it came inline, else from the
     size asked for (``step-image-edit-2`` writes its sizes HEIGHTxWIDTH; this is always WxH)."""
@@ -474,7 +497,7 @@ def _pixel_size(image: StepFunImage, call: _Call) -> str:
         if info.width and info.height:
             return f"{info.width}x{info.height} (width x height)"
     model = catalog.get_model(call.model)
-    spec = model.spec("image2image" if call.method == "image2image" else "generations") if model else None
+    spec = model.spec(_ENDPOINT_OF[call.method]) if model else None
     size = call.kwargs.get("size") or (spec.default_size if spec else None)
     pixels = catalog.pixel_size(size, spec.size_order if spec else "WxH") if size else None
     return f"{pixels[0]}x{pixels[1]} (width x height)" if pixels else "default-size"
@@ -482,7 +505,9 @@ def _pixel_size(image: StepFunImage, call: _Call) -> str:
 
 def _describe(image: StepFunImage, call: _Call, path: Path | None) -> str:
     seed = image.seed if image.seed is not None else call.kwargs.get("seed")
-    kind = "Transformed the source image into" if call.method == "image2image" else "Generated"
+    kind = {"image2image": "Transformed the source image into", "edit": "Edited the image into"}.get(
+        call.method, "Generated"
+    )
     text = f"{kind} a {_pixel_size(image, call)} image with {call.model}"
     text += f" (seed {seed})." if seed is not None else "."
     if path is not None:
@@ -517,9 +542,15 @@ class _ToolRun(Generic[_T]):
     """What the caller gets: the whole result (``run_image_tool``) or its text (``run_tool_call``)."""
     secret: str | None = None
     """The client's API key, kept out of every result (StepFun's messages may echo it)."""
+    endpoint: catalog.Endpoint | None = None
+    """One endpoint's tool (its subset of the arguments), or ``None``: the combined tool."""
+
+    @property
+    def arguments_model(self) -> type[BaseModel]:
+        return ImageToolArgs if self.endpoint is None else endpoint_tool_args(self.endpoint)
 
     def plan(self) -> _Call:
-        args = parse_arguments(self.arguments)
+        args = parse_arguments(self.arguments, self.arguments_model)
         return _plan(args, default_model=self.default_model, output_dir=self.directory, input_dirs=self.input_dirs)
 
     def failed(self, exc: Exception, call: _Call | None) -> _T:
@@ -529,8 +560,8 @@ class _ToolRun(Generic[_T]):
         if not self.handle_validation_error:
             raise exc
         # The client checked an image file's bytes; the model wrote its path.
-        values = {} if call is None else call.args.model_dump(include={"source_image", "style_reference"})
-        content = explain_invalid(exc, tool_name=self.tool_name, values=values)
+        values = {} if call is None else call.args.model_dump(include={"source_image", "style_reference", "image"})
+        content = explain_invalid(exc, tool_name=self.tool_name, values=values, arguments_model=self.arguments_model)
         return self._emit(ImageToolResult(content, error="invalid_arguments"))
 
     def save_to(self, response: StepFunImagesResponse) -> str | None:
@@ -543,9 +574,11 @@ class _ToolRun(Generic[_T]):
     def finish(self, response: StepFunImagesResponse, call: _Call, path: Path | None) -> _T:
         image = response.images[0]
         if image.content_filtered:
-            return self._emit(ImageToolResult(_FILTERED, image=image, error="content_filtered", response=response))
+            return self._emit(
+                ImageToolResult(_FILTERED, image=image, error="content_filtered", response=response, model=call.model)
+            )
         content = _clean(_describe(image, call, path))
-        return self._emit(ImageToolResult(content, image=image, path=path, response=response))
+        return self._emit(ImageToolResult(content, image=image, path=path, response=response, model=call.model))
 
     def _emit(self, result: ImageToolResult) -> _T:
         return self.output(dataclasses.replace(result, content=redact(result.content, self.secret)))
@@ -562,8 +595,7 @@ def _twins(
         call = None
         try:
             call = planned.plan()
-            method = client.images.image2image if call.method == "image2image" else client.images.generate
-            response: StepFunImagesResponse = method(**call.kwargs)
+            response: StepFunImagesResponse = getattr(client.images, call.method)(**call.kwargs)
         except _EXPLAINED as exc:
             return planned.failed(exc, call)
         folder = planned.save_to(response)
@@ -574,8 +606,7 @@ def _twins(
         call = None
         try:
             call = planned.plan()
-            method = client.images.image2image if call.method == "image2image" else client.images.generate
-            response: StepFunImagesResponse = await method(**call.kwargs)
+            response: StepFunImagesResponse = await getattr(client.images, call.method)(**call.kwargs)
         except _EXPLAINED as exc:
             return planned.failed(exc, call)
         folder = planned.save_to(response)
@@ -610,11 +641,16 @@ def _start(
     input_dirs: InputDirs,
     tool_name: str,
     output: Callable[[ImageToolResult], _T],
+    endpoint: catalog.Endpoint | None = None,
 ) -> _ToolRun[_T]:
     check_default_model(default_model)  # the programmer's mistakes, raised before anything else
+    if endpoint is not None and endpoint not in catalog.ENDPOINTS:
+        raise StepFunValidationError("endpoint", endpoint, f"one of {', '.join(catalog.ENDPOINTS)} or None")
     readable = resolve_input_dirs(input_dirs)
     directory = Path(output_dir) if output_dir is not None else None
-    return _ToolRun(arguments, directory, default_model, handle_validation_error, readable, tool_name, output)
+    return _ToolRun(
+        arguments, directory, default_model, handle_validation_error, readable, tool_name, output, endpoint=endpoint
+    )
 
 
 def _image_tool(
@@ -625,6 +661,7 @@ def _image_tool(
     handle_validation_error: bool = True,
     input_dirs: InputDirs = (),
     tool_name: str = IMAGE_TOOL_NAME,
+    endpoint: catalog.Endpoint | None = None,
 ) -> _ToolRun[ImageToolResult]:
     """Validate ``arguments`` and generate the image with ``client``.
 
@@ -644,8 +681,15 @@ def _image_tool(
     strings) come back as an error result that names the argument. A moderation block is always
     returned as an explanation. Other errors (auth, rate limits after the retries, server errors)
     raise: the model cannot fix them.
+
+    ``endpoint`` (``"generations"``, ``"image2image"`` or ``"edits"``): the arguments are one
+    endpoint's subset (:func:`stepfun_openai._tool_args.endpoint_tool_args`; the edit tool names its
+    image ``image``), as the MCP server's three tools send them; ``None`` (default): the combined
+    :class:`ImageToolArgs`, image-to-image when ``source_image`` is given.
     """
-    return _start(arguments, output_dir, default_model, handle_validation_error, input_dirs, tool_name, _whole)
+    return _start(
+        arguments, output_dir, default_model, handle_validation_error, input_dirs, tool_name, _whole, endpoint
+    )
 
 
 def _whole(result: ImageToolResult) -> ImageToolResult:

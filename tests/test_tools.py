@@ -365,3 +365,47 @@ def test_text_to_image_only_arguments_with_a_source_image_say_so(stepfun_client:
 
     assert f"Invalid argument {argument.split(':')[0].strip(chr(34))}=" in content
     assert "Allowed: null together with source_image" in content
+
+
+# --- one tool per endpoint (the MCP server's three image tools) ---------------------------------
+
+
+def test_each_endpoint_tool_takes_its_subset_with_its_models_from_the_catalog() -> None:
+    from stepfun_openai._tool_args import ImageToolArgs, endpoint_tool_args
+
+    for endpoint, required in (
+        ("generations", ["prompt"]),
+        ("image2image", ["prompt", "source_image"]),
+        ("edits", ["prompt", "image"]),
+    ):
+        model = endpoint_tool_args(endpoint)
+        schema = model.model_json_schema()
+        assert schema["required"] == required
+        assert schema["properties"]["model"]["anyOf"][0]["enum"] == catalog.models_for(endpoint)
+        shared = set(model.model_fields) - {"image"}
+        assert shared <= set(ImageToolArgs.model_fields)  # a subset, not a second argument model
+        for name in shared - {"model", "size", "steps", "cfg_scale", "source_image"}:
+            assert model.model_fields[name].description == ImageToolArgs.model_fields[name].description
+    assert "source_weight" not in endpoint_tool_args("edits").model_fields
+    assert "style_reference" not in endpoint_tool_args("image2image").model_fields
+
+
+def test_the_edit_tool_sends_an_edit_and_refuses_what_an_edit_model_lacks(
+    stepfun_client: StepFun, stepfun_emulator: Emulator, tmp_path: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "cat.png").write_bytes(tiny_png(96, 64))
+    image = str(tmp_path / "in" / "cat.png")
+    options = {"output_dir": tmp_path / "out", "input_dirs": tmp_path / "in", "endpoint": "edits", "tool_name": "edit"}
+
+    result = run_image_tool(stepfun_client, {"prompt": "make it blue", "image": image, "seed": 8}, **options)
+
+    assert result.ok and result.model == "step-image-edit-2" and result.path is not None
+    assert result.content.startswith("Edited the image into a 96x64 (width x height) image")
+    assert last_request(stepfun_emulator)["path"].endswith("/images/edits")
+    wrong = {"prompt": "x", "image": image, "model": "step-1x-edit", "negative_prompt": "blur"}
+    refused = run_image_tool(stepfun_client, wrong, **options)
+    assert refused.error == "invalid_arguments"
+    assert "negative_prompt='blur' for model 'step-1x-edit'" in refused.content
+    unknown = run_image_tool(stepfun_client, {"prompt": "x", "image": image, "source_weight": 0.3}, **options)
+    assert "unknown argument 'source_weight'" in unknown.content and "prompt, image, model" in unknown.content
