@@ -377,7 +377,11 @@ def _for_the_command_line(exc: BaseException) -> str:
 def _command_line_text(text: str) -> str:
     from ._exceptions import VALIDATE_FALSE_HINT
 
-    return text.replace(VALIDATE_FALSE_HINT, "").replace("pass fit=True", "add --fit")
+    return (
+        text.replace(VALIDATE_FALSE_HINT, "")
+        .replace("pass fit=True", "add --fit")
+        .replace("pass StepFun(region=...)", "add --region")
+    )
 
 
 def _error(message: str, args: argparse.Namespace) -> None:
@@ -444,10 +448,10 @@ def _output_path(out: str, prompt: str, seed: int | None, index: int, extension:
     by the user (replaced)."""
     path = Path(out)
     if _is_directory(out):
-        suffix = f"-{index}" if index else ""
         from ._results import image_stem
 
-        return path / f"{image_stem(prompt, seed)}{suffix}{extension}", True
+        # Each image of --n has its own seed, so its own name; a taken name gets -2, -3, ... on write.
+        return path / f"{image_stem(prompt, seed)}{extension}", True
     if _IMAGE_SUFFIXES.get(path.suffix.lower()) != _IMAGE_SUFFIXES[extension]:
         path = path.with_suffix(extension) if path.suffix.lower() in _IMAGE_SUFFIXES else Path(f"{path}{extension}")
     return (path if not index else path.with_name(f"{path.stem}-{index}{path.suffix}")), False
@@ -506,7 +510,7 @@ def _batch(args: argparse.Namespace) -> int:
     if args.dry_run:
         with _connection(args) as connection, StepFun(**connection) as client:
             found = batch.estimate(jobs, manifest=manifest, client=client, defaults=defaults)
-        print(f"dry run: nothing generated\n{found}")
+        print(_command_line_text(f"dry run: nothing generated\n{found}"))
         if found.affordable is False:
             print("the balance is lower than the estimated cost: a live run stops at the 402 (see --allow-partial)")
         return EXIT_OK

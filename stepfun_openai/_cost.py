@@ -33,7 +33,8 @@ class Cost:
 
     @property
     def known(self) -> bool:
-        return self.amount is not None and self.currency is not None
+        """Whether the amount is known (nothing at all, zero images, is known: it costs 0)."""
+        return self.amount is not None and (self.currency is not None or self.images == 0)
 
     def __add__(self, other: Cost) -> Cost:
         images = self.images + other.images
@@ -61,7 +62,8 @@ class Cost:
     def __str__(self) -> str:
         if not self.known:
             return f"unknown ({self.note})" if self.note else "unknown"
-        assert self.currency is not None
+        if self.currency is None:
+            return "0 (no images)"
         return f"{_SYMBOLS[self.currency]}{self.amount}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from ._budget import BudgetError, Estimate, estimate
 from ._jobs import DEFAULT_MODELS, Job, JobEndpoint, load_jobs
+from ._manifest import ManifestLockedError
 from ._ratelimit import Limits, resolve_limits
 from ._result import BatchInterrupted, BatchResult
 from ._runner import arun, run
@@ -42,6 +43,7 @@ __all__ = [
     "Job",
     "JobEndpoint",
     "Limits",
+    "ManifestLockedError",
     "arun",
     "estimate",
     "load_jobs",

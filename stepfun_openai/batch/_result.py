@@ -92,7 +92,8 @@ class BatchResult:
             if recorded > shown:
                 more = f"{recorded - shown} more" if shown else f"{recorded} jobs"
                 lines.append(f"  ... {more}: every reason is in {self.manifest}")
-        if self.spent.known or self.max_spend is not None:  # an unknown spend would only say "no prices"
+        # An unknown spend would only say "no prices": shown when known, or when there is a budget.
+        if (self.spent.images and self.spent.known) or self.max_spend is not None:
             budget = f" of a {Cost(self.max_spend, self.spent.currency)} budget" if self.max_spend is not None else ""
             budget = budget if self.spent.known or self.max_spend is None else f" (budget {self.max_spend})"
             lines.append(f"spent: {self.spent}{budget}")
