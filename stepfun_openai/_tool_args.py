@@ -346,6 +346,8 @@ def _endpoint_overrides(endpoint: catalog.Endpoint) -> dict[str, tuple[Any, Any]
     sizes = tuple(
         dict.fromkeys(size for name in models for size in (catalog.MODELS[name].endpoints[endpoint].sizes or ()))
     )
+    aspects = (*catalog.ASPECTS, *catalog.ORIENTATIONS) if sizes else ()  # resolved per model, as in the client
+    sizes = (*sizes, *aspects)
     model_type = Annotated[
         str, WithJsonSchema({"type": "string", "enum": list(models)}), _one_of(models, f"model for {endpoint}")
     ]
@@ -358,7 +360,11 @@ def _endpoint_overrides(endpoint: catalog.Endpoint) -> dict[str, tuple[Any, Any]
         ),
         "size": (
             size_type | None,
-            Field(default=None, description=f"Output size, null = the model's default. {_on(endpoint, _size_text)}."),
+            Field(
+                default=None,
+                description=f"Output size, null = the model's default. {_on(endpoint, _size_text)}."
+                + (f" Or an aspect, resolved to the model's closest size: {', '.join(aspects)}." if aspects else ""),
+            ),
         ),
         "steps": (
             Integer | None,

@@ -142,3 +142,15 @@ def test_the_agent_tool_takes_an_aspect_and_gets_the_models_own_size(stepfun_emu
     result = run_image_tool(client, {"prompt": "a fox", "model": "step-image-edit-2", "size": "16:9"})
     assert result.error is None and result.image is not None
     assert stepfun_emulator.requests()[-1]["fields"]["size"] == "768x1360"
+
+
+def test_the_per_endpoint_tools_offer_aspects_where_a_model_has_sizes() -> None:
+    from stepfun_openai._tool_args import endpoint_tool_args
+
+    def size_enum(endpoint: catalog.Endpoint) -> list[str]:
+        schema = endpoint_tool_args(endpoint).model_json_schema()
+        return list(schema["properties"]["size"]["anyOf"][0]["enum"])
+
+    assert {"16:9", "landscape"} <= set(size_enum("generations")) and "768x1360" in size_enum("generations")
+    assert "16:9" in size_enum("image2image")
+    assert endpoint_tool_args("generations")(prompt="a fox", size="9:16").size == "9:16"  # type: ignore[attr-defined]
