@@ -13,13 +13,20 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from .._files import TEMP_SUFFIX
 
-__all__ = ["FINISHED", "Manifest", "ManifestLockedError", "remove_stale_temp_files"]
+__all__ = [
+    "FINISHED",
+    "Manifest",
+    "ManifestLockedError",
+    "finished_of",
+    "parse_events",
+    "remove_stale_temp_files",
+]
 
 FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
 """Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
@@ -70,27 +77,12 @@ class Manifest:
         if not self.path.exists():
             return
         with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and isinstance(event.get("id"), str):
-                    yield event
+            yield from parse_events(handle)
 
     def finished(self) -> dict[str, tuple[str, str | None]]:
         """``job id -> (status, error type)`` of the jobs a resumed batch skips. Only these two
         strings are kept per job, so resuming a long manifest costs little memory."""
-        latest: dict[str, tuple[str, str | None]] = {}
-        for event in self.events():
-            status = event.get("status")
-            if status in FINISHED:
-                error = event.get("error")
-                kind = error.get("type") if isinstance(error, dict) else None
-                latest[event["id"]] = (str(status), kind if isinstance(kind, str) else None)
-            else:
-                latest.pop(event["id"], None)  # a later line that is not final: the job runs again
-        return latest
+        return finished_of(self.events())
 
     def open(self) -> None:
         """Open for appending, holding an exclusive lock so two batches cannot share the manifest."""
@@ -134,6 +126,32 @@ class Manifest:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
+
+
+def parse_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The events of manifest lines; a line cut short by a crash (or any other non-event) is skipped."""
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("id"), str):
+            yield event
+
+
+def finished_of(events: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str | None]]:
+    """``job id -> (status, error type)`` of the finished jobs among ``events`` (in order: a later
+    event of a job that is not final means it runs again)."""
+    latest: dict[str, tuple[str, str | None]] = {}
+    for event in events:
+        status = event.get("status")
+        if status in FINISHED:
+            error = event.get("error")
+            kind = error.get("type") if isinstance(error, Mapping) else None
+            latest[event["id"]] = (str(status), kind if isinstance(kind, str) else None)
+        else:
+            latest.pop(event["id"], None)
+    return latest
 
 
 def _lock_exclusive(handle: IO[str], path: Path) -> None:

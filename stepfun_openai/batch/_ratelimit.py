@@ -26,8 +26,9 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["AdaptiveLimiter", "Limits", "resolve_limits"]
+__all__ = ["AdaptiveLimiter", "Limiter", "Limits", "resolve_limits"]
 
 RPM_MARGIN = 0.01
 """Spacing is ``60 / rpm * (1 + RPM_MARGIN)``: 0.6 s of slack per minute against clock jitter."""
@@ -82,6 +83,24 @@ def resolve_limits(*, concurrency: int | None = None, rpm: int | None = None, ti
         # An RPM alone: enough requests in flight that the RPM is what binds.
         return Limits(RATE_LIMIT_TIERS["V0"][0], rpm)
     return Limits(concurrency, rpm)
+
+
+class Limiter(Protocol):
+    """What the batch runner needs of a limiter: :class:`AdaptiveLimiter` in one process, the
+    leasing client of an account-wide one (``_distributed.LeasedLimiter``) in a worker of many."""
+
+    max_concurrency: int
+    rate_limited: int
+
+    async def acquire(self) -> float: ...
+
+    def release(self) -> None: ...
+
+    def on_success(self) -> None: ...
+
+    def on_rate_limited(
+        self, *, kind: str | None, limit: int | None, retry_after: float | None = None, sent_at: float | None = None
+    ) -> None: ...
 
 
 class AdaptiveLimiter:
@@ -165,6 +184,21 @@ class AdaptiveLimiter:
             self._in_flight -= 1
             self._wake_one()
             raise
+
+    def try_acquire(self, *, within: float) -> float | None:
+        """Without waiting: a concurrency slot and the next RPM slot, if a slot is free, nobody
+        waits for one, and the RPM slot comes within ``within`` seconds; returns the send time
+        (the caller waits until then), else ``None``. The coordinator of a distributed batch
+        hands out slots in blocks this way, one :meth:`acquire` and then as many of these as fit."""
+        if self._waiters or self._in_flight >= self.concurrency:
+            return None
+        now = self._clock()
+        if max(now, self._tat, self._paused_until) > now + within:
+            return None
+        at = self.reserve(now)
+        self._in_flight += 1
+        self._remember(at)
+        return at
 
     def release(self) -> None:
         """The request finished (whatever its outcome); its concurrency slot is free."""

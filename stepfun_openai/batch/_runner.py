@@ -33,7 +33,7 @@ from .._retry import RetryPolicy, async_retrying, explain_connection_error, retr
 from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _file_stem, _prepare, _Work, describe_params
 from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
-from ._ratelimit import AdaptiveLimiter, resolve_limits
+from ._ratelimit import AdaptiveLimiter, Limiter, resolve_limits
 from ._result import BatchInterrupted, BatchResult, _count
 from ._writer import Commit, GroupWriter
 
@@ -81,7 +81,7 @@ class _Runner:
         *,
         client: AsyncStepFun,
         policy: RetryPolicy,
-        limiter: AdaptiveLimiter,
+        limiter: Limiter,
         writer: GroupWriter,
         result: BatchResult,
     ) -> None:
@@ -276,7 +276,7 @@ class _Runner:
         await self.writer.commit(Commit(event, images=images, stem=_file_stem(work.id)))
 
 
-def _committed(result: BatchResult, limiter: AdaptiveLimiter, bar: Progress) -> Any:
+def _committed(result: BatchResult, limiter: Limiter, bar: Progress) -> Any:
     """What the writer reports back, on the event loop: counts, files, progress."""
 
     def on_committed(group: list[Commit]) -> None:
@@ -361,22 +361,9 @@ async def arun(
         )
         writer = GroupWriter(book, out_dir, on_committed=_committed(result, limiter, bar))
         runner = _Runner(client=client, policy=client.retry_policy, limiter=limiter, writer=writer, result=result)
-        pending = iter(todo)
-
-        async def worker() -> None:
-            for work in pending:
-                if runner.stop is not None or writer.error is not None:
-                    return
-                await runner.run_job(work)
-
-        workers = [asyncio.create_task(worker()) for _ in range(max(1, min(limits.concurrency, len(todo))))]
         try:
-            await asyncio.gather(*workers)
-            await writer.drain()
+            await _execute(runner, writer, todo, limits.concurrency)
         except BaseException:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
             result.interrupted = True
             raise
         finally:
@@ -389,6 +376,29 @@ async def arun(
         if owned is not None:
             await owned.close()
     return result
+
+
+async def _execute(runner: _Runner, writer: GroupWriter, todo: list[_Work], concurrency: int) -> None:
+    """Run ``todo`` with ``concurrency`` tasks (each takes the next job when it is done with one),
+    then wait until every outcome is committed; on an error or a cancellation the tasks are
+    cancelled first. The one job loop of ``arun`` and of a distributed batch's workers."""
+    pending = iter(todo)
+
+    async def worker() -> None:
+        for work in pending:
+            if runner.stop is not None or writer.error is not None:
+                return
+            await runner.run_job(work)
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(todo))))]
+    try:
+        await asyncio.gather(*workers)
+        await writer.drain()
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
 
 
 async def _client_for(client: AsyncStepFun | None, concurrency: int) -> tuple[AsyncStepFun, AsyncStepFun | None]:
