@@ -156,6 +156,12 @@ class AdaptiveLimiter:
 
     async def acquire(self) -> float:
         """Wait for a concurrency slot, then for the request's RPM slot; returns the send time."""
+        await self.take_slot()
+        return await self.send_time()
+
+    async def take_slot(self) -> None:
+        """Wait for a concurrency slot and take it (the first half of :meth:`acquire`; a
+        coordinator bounds this wait, never the next, which would waste a booked RPM slot)."""
         while self._in_flight >= self.concurrency:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -168,6 +174,10 @@ class AdaptiveLimiter:
                     self._wake_one()  # we were woken but will not use the slot: pass it on
                 raise
         self._in_flight += 1
+
+    async def send_time(self) -> float:
+        """With a slot taken: wait for the request's RPM slot; returns the send time. On a
+        cancellation the slot is given back."""
         try:
             while True:
                 epoch = self._epoch

@@ -38,6 +38,8 @@ class BatchResult:
     manifest: Path = Path("manifest.jsonl")
     files: list[Path] = field(default_factory=list)
     """The images written in this run."""
+    location: str | None = None
+    """Where the images went when that is not a local folder (``s3://...``; a distributed batch)."""
     limits: Limits | None = None
     interrupted: bool = False
     stopped: str | None = None
@@ -70,7 +72,10 @@ class BatchResult:
             if not_started:
                 reasons.append(f"{not_started} not started")
             lines.append(f"not done: {', '.join(reasons)}")
-        lines.append(f"images in {self.out}/, manifest {self.manifest}")
+        if self.location is not None:
+            lines.append(f"images in {self.location}, manifest in {self.manifest}")
+        else:
+            lines.append(f"images in {self.out}/, manifest {self.manifest}")
         if self.stopped:
             lines.append(
                 f"stopped early: {self.stopped}; {self.pending} job(s) pending: "

@@ -340,20 +340,7 @@ async def arun(
     owned: AsyncStepFun | None = None
     try:
         remove_stale_temp_files(out_dir)
-        finished = book.finished()
-        todo: list[_Work] = []
-        for work in works:
-            previous = finished.get(work.id)
-            if previous is None:
-                todo.append(work)
-                continue
-            result.skipped += 1
-            status, error_type = previous
-            reason = {"blocked": "blocked (451)"}.get(status, status)
-            if status == "failed":
-                reason = error_type or "failed"
-            _count(result, status, reason)
-        del finished
+        todo = _skip_finished(works, book.finished(), result)
         client, owned = await _client_for(client, limits.concurrency)
         limiter = AdaptiveLimiter(limits)
         bar = Progress(
@@ -376,6 +363,25 @@ async def arun(
         if owned is not None:
             await owned.close()
     return result
+
+
+def _skip_finished(
+    works: list[_Work], finished: Mapping[str, tuple[str, str | None]], result: BatchResult
+) -> list[_Work]:
+    """The jobs still to do; those an earlier run finished are counted in ``result`` as skipped."""
+    todo: list[_Work] = []
+    for work in works:
+        previous = finished.get(work.id)
+        if previous is None:
+            todo.append(work)
+            continue
+        result.skipped += 1
+        status, error_type = previous
+        reason = {"blocked": "blocked (451)"}.get(status, status)
+        if status == "failed":
+            reason = error_type or "failed"
+        _count(result, status, reason)
+    return todo
 
 
 async def _execute(runner: _Runner, writer: GroupWriter, todo: list[_Work], concurrency: int) -> None:
