@@ -34,6 +34,7 @@ import dataclasses
 import os
 import queue
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -440,14 +441,47 @@ class _RayWorker:
         return asyncio.run(_run_shard(shard, call))
 
 
+class _RayCoordinator:
+    """The coordinator as an async Ray actor: a threaded actor runs one caller's calls in order, so
+    a worker's report (the slots it frees) would wait behind its own lease (which waits for them)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._coordinator = Coordinator(limits)
+
+    async def _on_loop(self, coroutine: Awaitable[Any]) -> Any:
+        loop = self._coordinator._loop
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))  # type: ignore[arg-type]
+
+    async def lease(self, worker: str, want: int, wait: float = LEASE_WAIT) -> tuple[float, list[float]]:
+        return await self._on_loop(self._coordinator._lease(worker, max(1, want), wait))  # type: ignore[no-any-return]
+
+    async def report(
+        self, worker: str, released: int, successes: int, limited: list[dict[str, Any]], done: dict[str, int]
+    ) -> None:
+        await self._on_loop(self._coordinator._report(worker, released, successes, limited, done))
+
+    async def forget(self, worker: str) -> None:
+        await self._on_loop(self._coordinator._forget(worker))
+
+    async def progress(self) -> dict[str, int]:
+        return await self._on_loop(self._coordinator._progress())  # type: ignore[no-any-return]
+
+
 class _RayBackend:
     def __init__(self, address: str | None, workers: int, run_id: str) -> None:
+        local = address is None and not os.environ.get("RAY_ADDRESS")
+        if local and "ray" not in sys.modules:
+            # A Ray of our own, for this machine only: nothing outside needs to reach it, so it
+            # listens on loopback (Ray's default is the machine's address; Ray reads this when
+            # imported) and reports no usage.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray = self._ray = _ray()
         self._started = False
         if not ray.is_initialized():
             options: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
-            if address is None:
-                options.update(num_cpus=max(workers, os.cpu_count() or 1))
+            if local:
+                options.update(num_cpus=max(workers, os.cpu_count() or 1), _node_ip_address="127.0.0.1")
             ray.init(**options)
             self._started = True
         self._workers = workers
@@ -458,7 +492,7 @@ class _RayBackend:
 
     def coordinator(self, limits: Limits) -> Any:
         ray = self._ray
-        actor = ray.remote(num_cpus=0, max_concurrency=4 * self._workers + 8)(Coordinator)
+        actor = ray.remote(num_cpus=0, max_concurrency=4 * self._workers + 8)(_RayCoordinator)
         self._coordinator = actor.options(name=f"stepfun-batch-{self._run_id}-coordinator").remote(limits)
         return self._coordinator
 
@@ -705,9 +739,11 @@ def _merge(total: BatchResult, part: BatchResult) -> None:
 
 
 def _ray_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _dt_stamp() -> str:
