@@ -63,6 +63,9 @@ LEASE_WAIT = 2.0
 LEASE_HORIZON = 0.05
 """A lease adds slots whose send time is at most this many seconds away: slots booked ahead
 are sent as booked even if a 429 slows the account down meanwhile, so the horizon is short."""
+REPORTS_IN_FLIGHT = 4
+"""Reports a worker may have on their way at once: a freed slot is told at once, not after the
+report before it (one at a time, reports batch themselves but a freed slot waits a round trip)."""
 CALL_TIMEOUT = 60.0
 """Seconds a call to the coordinator may take before the worker gives up on it (stops)."""
 POLL_INTERVAL = 0.25
@@ -77,11 +80,13 @@ class Coordinator:
     thread-safe (a threaded Ray actor, or a ``multiprocessing`` manager, calls them from many
     threads); the limiter itself lives on an event loop of its own, on a thread."""
 
-    def __init__(self, limits: Limits, horizon: float = LEASE_HORIZON) -> None:
+    def __init__(self, limits: Limits, horizon: float = LEASE_HORIZON, *, own_loop: bool = True) -> None:
         self._horizon = horizon
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="stepfun-coordinator", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if own_loop:  # else the caller awaits the coroutines (``_lease``, ...) on its own loop
+            self._thread = threading.Thread(target=self._loop.run_forever, name="stepfun-coordinator", daemon=True)
+            self._thread.start()
         self._limiter = AdaptiveLimiter(limits)
         self._held: collections.Counter[str] = collections.Counter()
         self._gone: set[str] = set()
@@ -169,8 +174,10 @@ class Coordinator:
         }
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        self._loop.close()
 
 
 # --- the worker's side ----------------------------------------------------------------------------
@@ -192,7 +199,7 @@ class LeasedLimiter:
         self._worker = worker
         self._waiters: collections.deque[asyncio.Future[tuple[float, float]]] = collections.deque()
         self._leasing: asyncio.Task[None] | None = None
-        self._reporting: asyncio.Task[None] | None = None
+        self._reports: set[asyncio.Task[None]] = set()
         self._released = 0
         self._successes = 0
         self._limited: list[dict[str, Any]] = []
@@ -245,15 +252,13 @@ class LeasedLimiter:
 
     async def close(self) -> None:
         """Send what is not yet reported (the slots released above all)."""
-        for task in (self._leasing, self._reporting):
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
-        if self._released or self._successes or self._limited or self._done:
+        if self._leasing is not None:
+            await asyncio.gather(self._leasing, return_exceptions=True)
+        while self._reports or (self.error is None and self._pending()):
             self._kick_report()
-            if self._reporting is not None:
-                await asyncio.gather(self._reporting, return_exceptions=True)
+            await asyncio.gather(*self._reports, return_exceptions=True)
 
-    # -- the two calls, one of each at a time --
+    # -- the calls: one lease at a time, a few reports --
 
     def _kick_lease(self) -> None:
         if self._leasing is None and self.error is None:
@@ -282,22 +287,34 @@ class LeasedLimiter:
         finally:
             self._leasing = None
 
+    def _pending(self) -> bool:
+        return bool(self._released or self._successes or self._limited or self._done)
+
     def _kick_report(self) -> None:
-        if self._reporting is None and self.error is None:
-            self._reporting = asyncio.create_task(self._report())
+        """A report now if a slot or a 429 waits to be told and fewer than
+        :data:`REPORTS_IN_FLIGHT` are on their way (a freed slot is someone's next request);
+        counts alone (successes, progress) wait for the next."""
+        if self.error is not None or not self._pending():
+            return
+        urgent = self._released or self._limited
+        if (urgent and len(self._reports) < REPORTS_IN_FLIGHT) or not self._reports:
+            task = asyncio.create_task(self._report())
+            self._reports.add(task)
+            task.add_done_callback(self._reported)
+
+    def _reported(self, task: asyncio.Task[None]) -> None:
+        self._reports.discard(task)
+        self._kick_report()  # what came meanwhile
 
     async def _report(self) -> None:
+        released, successes, limited, done = self._released, self._successes, self._limited, self._done
+        self._released, self._successes, self._limited, self._done = 0, 0, [], collections.Counter()
         try:
-            while self._released or self._successes or self._limited or self._done:
-                released, successes, limited, done = self._released, self._successes, self._limited, self._done
-                self._released, self._successes, self._limited, self._done = 0, 0, [], collections.Counter()
-                await asyncio.wait_for(
-                    self._call("report", self._worker, released, successes, limited, dict(done)), CALL_TIMEOUT
-                )
+            await asyncio.wait_for(
+                self._call("report", self._worker, released, successes, limited, dict(done)), CALL_TIMEOUT
+            )
         except Exception as exc:
             self._broken(exc)
-        finally:
-            self._reporting = None
 
     def _broken(self, exc: BaseException) -> None:
         self.error = RuntimeError(f"the batch's coordinator cannot be reached ({type(exc).__name__}: {exc})")
@@ -442,29 +459,26 @@ class _RayWorker:
 
 
 class _RayCoordinator:
-    """The coordinator as an async Ray actor: a threaded actor runs one caller's calls in order, so
-    a worker's report (the slots it frees) would wait behind its own lease (which waits for them)."""
+    """The coordinator as an async Ray actor, its limiter on the actor's own event loop. (A threaded
+    actor runs one caller's calls in order, so a worker's report, the slots it frees, would wait
+    behind its own lease, which waits for them.)"""
 
     def __init__(self, limits: Limits) -> None:
-        self._coordinator = Coordinator(limits)
-
-    async def _on_loop(self, coroutine: Awaitable[Any]) -> Any:
-        loop = self._coordinator._loop
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))  # type: ignore[arg-type]
+        self._coordinator = Coordinator(limits, own_loop=False)
 
     async def lease(self, worker: str, want: int, wait: float = LEASE_WAIT) -> tuple[float, list[float]]:
-        return await self._on_loop(self._coordinator._lease(worker, max(1, want), wait))  # type: ignore[no-any-return]
+        return await self._coordinator._lease(worker, max(1, want), wait)
 
     async def report(
         self, worker: str, released: int, successes: int, limited: list[dict[str, Any]], done: dict[str, int]
     ) -> None:
-        await self._on_loop(self._coordinator._report(worker, released, successes, limited, done))
+        await self._coordinator._report(worker, released, successes, limited, done)
 
     async def forget(self, worker: str) -> None:
-        await self._on_loop(self._coordinator._forget(worker))
+        await self._coordinator._forget(worker)
 
     async def progress(self) -> dict[str, int]:
-        return await self._on_loop(self._coordinator._progress())  # type: ignore[no-any-return]
+        return await self._coordinator._progress()
 
 
 class _RayBackend:
@@ -549,7 +563,7 @@ def _process_main(shard: _Shard, coordinator: Any, results: Any) -> None:
 
 
 class _Manager(BaseManager):
-    """Serves the coordinator to the worker processes (on a loopback socket of its own)."""
+    """Serves the coordinator to the worker processes (over a unix socket of its own)."""
 
 
 _Manager.register("Coordinator", Coordinator)
