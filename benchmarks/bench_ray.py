@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=4000, help="jobs per scale run")
     parser.add_argument("--json", help="write the raw numbers here")
+    parser.add_argument("--only-limit", action="store_true", help="only the limit scenario")
     args = parser.parse_args()
     rounds, jobs = (1, 400) if args.quick else (args.rounds, args.jobs)
 
@@ -108,7 +109,7 @@ def main() -> None:
         with NodeServer("small") as server:
             variants = ["ray=1", "ray=2", "processes=1", "processes=2", "batch.run"]
             _run("ray=2", server, 200, out, concurrency=64)  # warm: Ray's worker processes, imports
-            for number in range(rounds):
+            for number in range(0 if args.only_limit else rounds):
                 shift = number % len(variants)
                 for variant in variants[shift:] + variants[:shift]:
                     measured = _run(variant, server, jobs, out, concurrency=64)
@@ -121,7 +122,6 @@ def main() -> None:
             print(f"rpm {rpm}: {raw['limit']['rpm']}", file=sys.stderr)
         with NodeServer("small", delay_ms=200) as server:
             cap = 32
-            server.reset()
             measured = _run("ray=2", server, 200 if args.quick else 2400, out, concurrency=cap)
             stats = server.stats()
             measured.update(
@@ -131,10 +131,30 @@ def main() -> None:
             )
             raw["limit"]["concurrency"] = measured
             print(f"concurrency {cap}: {measured}", file=sys.stderr)
+            server.reset()
+            measured = _run("batch.run", server, 200 if args.quick else 2400, out, concurrency=cap)
+            stats = server.stats()
+            measured.update(mean_in_flight=stats["mean_in_flight"], fraction=stats["mean_in_flight"] / cap)
+            raw["limit"]["concurrency_one_process"] = measured
+            print(f"concurrency {cap}, batch.run: {measured}", file=sys.stderr)
+        with NodeServer("small", delay_ms=1000) as server:
+            cap = 64
+            measured = _run("ray=2", server, 256 if args.quick else 1280, out, concurrency=cap)
+            stats = server.stats()
+            measured.update(
+                max_in_flight=stats["max_in_flight"],
+                mean_in_flight=stats["mean_in_flight"],
+                fraction=stats["mean_in_flight"] / cap,
+            )
+            raw["limit"]["concurrency_1s"] = measured
+            print(f"concurrency {cap}, 1 s answers: {measured}", file=sys.stderr)
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     print(f"load after: {os.getloadavg()}", file=sys.stderr)
+
+    if args.only_limit:
+        return
 
     def median(variant: str, key: str) -> float:
         return statistics.median(run[key] for run in raw["scale"][variant])
@@ -161,6 +181,7 @@ def main() -> None:
         one, two = median(f"{kind}=1", "steady_jobs_per_s"), median(f"{kind}=2", "steady_jobs_per_s")
         print(f"\n{kind}: 2 workers / 1 worker (steady, medians): **{two / one:.2f}** (goal >= 1.7)")
     rpm_run, cap_run = raw["limit"]["rpm"], raw["limit"]["concurrency"]
+    one_run, slow_run = raw["limit"]["concurrency_one_process"], raw["limit"]["concurrency_1s"]
     print(
         f"RPM 6,000, 2 workers: {rpm_run['steady_jobs_per_s'] * 60:.0f}/min = **{rpm_run['fraction']:.3f}** "
         f"of the limit, {rpm_run['failed']} failed, {rpm_run['rate_limited']} 429s"
@@ -168,6 +189,11 @@ def main() -> None:
     print(
         f"32 in flight, 2 workers: mean {cap_run['mean_in_flight']:.2f}, max {cap_run['max_in_flight']} = "
         f"**{cap_run['fraction']:.3f}** of the limit, {cap_run['failed']} failed"
+    )
+    print(f"32 in flight, batch.run (one process, for comparison): **{one_run['fraction']:.3f}**")
+    print(
+        f"64 in flight, answers after 1 s, 2 workers: mean {slow_run['mean_in_flight']:.2f}, "
+        f"max {slow_run['max_in_flight']} = **{slow_run['fraction']:.3f}**, {slow_run['failed']} failed"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=2))

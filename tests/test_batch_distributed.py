@@ -76,7 +76,7 @@ def _shard_run(emulator: Any, out: str, prompts: list[str], limits: Limits, name
     """One worker's loop in this process, leasing from an in-process coordinator."""
     client = StepFun(api_key=emulator.api_key, base_url=emulator.base_url)
     coordinator = Coordinator(limits)
-    calls = ThreadPoolExecutor(2)
+    calls = ThreadPoolExecutor(8)  # a lease blocks its thread: one for each call on its way at once
 
     async def call(method: str, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(calls, getattr(coordinator, method), *args)

@@ -5,13 +5,14 @@ limits would together send twice too much. So one coordinator owns the account's
 :class:`~._ratelimit.AdaptiveLimiter` (the same pacing and 429 adaptation as a one-process
 batch) and every worker leases from it:
 
-- a worker asks for as many slots as it has requests waiting (one ``lease`` call at a time);
+- a worker asks for as many slots as it has requests waiting (a few ``lease`` calls on their way,
+  each for requests no other one asked for);
   the coordinator waits (at most :data:`LEASE_WAIT` s) for a concurrency slot, books its RPM
   send time, and adds more slots while one is free and its send time is within
   :data:`LEASE_HORIZON` s. The worker sends each request at its booked time (on its own clock:
   the delays travel, not the times). Under load a lease carries many slots, so the coordinator
   sees a call per block, not per request;
-- the worker reports back, again one call at a time (so reports batch themselves): the slots it
+- the worker reports back, a few calls on their way (what comes meanwhile goes in one): the slots it
   released, its successes, its 429s (with the booked time, so a stale 429 is told from a new
   one) and the jobs it committed (the driver's progress bar);
 - a worker that dies is forgotten: the coordinator takes back the slots it held.
@@ -63,6 +64,8 @@ LEASE_WAIT = 2.0
 LEASE_HORIZON = 0.05
 """A lease adds slots whose send time is at most this many seconds away: slots booked ahead
 are sent as booked even if a 429 slows the account down meanwhile, so the horizon is short."""
+LEASES_IN_FLIGHT = 4
+"""Leases a worker may have on their way at once (each for requests no other asked for)."""
 REPORTS_IN_FLIGHT = 4
 """Reports a worker may have on their way at once: a freed slot is told at once, not after the
 report before it (one at a time, reports batch themselves but a freed slot waits a round trip)."""
@@ -198,7 +201,9 @@ class LeasedLimiter:
         self._call = call
         self._worker = worker
         self._waiters: collections.deque[asyncio.Future[tuple[float, float]]] = collections.deque()
-        self._leasing: asyncio.Task[None] | None = None
+        self._leases: set[asyncio.Task[None]] = set()
+        self._asked = 0
+        """Slots asked for by the leases on their way."""
         self._reports: set[asyncio.Task[None]] = set()
         self._released = 0
         self._successes = 0
@@ -252,40 +257,47 @@ class LeasedLimiter:
 
     async def close(self) -> None:
         """Send what is not yet reported (the slots released above all)."""
-        if self._leasing is not None:
-            await asyncio.gather(self._leasing, return_exceptions=True)
+        await asyncio.gather(*self._leases, return_exceptions=True)
         while self._reports or (self.error is None and self._pending()):
             self._kick_report()
             await asyncio.gather(*self._reports, return_exceptions=True)
 
-    # -- the calls: one lease at a time, a few reports --
+    # -- the calls: a few leases and a few reports on their way --
 
     def _kick_lease(self) -> None:
-        if self._leasing is None and self.error is None:
-            self._leasing = asyncio.create_task(self._lease())
+        """A lease for the waiting requests no lease has asked for yet, if fewer than
+        :data:`LEASES_IN_FLIGHT` are on their way (one at a time, a worker would get slots at most
+        once a round trip, whatever the account frees meanwhile)."""
+        if self.error is not None or len(self._leases) >= LEASES_IN_FLIGHT:
+            return
+        want = sum(1 for waiter in self._waiters if not waiter.done()) - self._asked
+        if want > 0:
+            self._asked += want
+            task = asyncio.create_task(self._lease(want))
+            self._leases.add(task)
+            task.add_done_callback(self._leased)
 
-    async def _lease(self) -> None:
+    def _leased(self, task: asyncio.Task[None]) -> None:
+        self._leases.discard(task)
+        self._kick_lease()  # the requests still waiting (after "none yet", ask again)
+
+    async def _lease(self, want: int) -> None:
         try:
-            while True:
+            now, slots = await asyncio.wait_for(
+                self._call("lease", self._worker, want, LEASE_WAIT), LEASE_WAIT + CALL_TIMEOUT
+            )
+            received = time.monotonic()
+            for at in slots:
                 while self._waiters and self._waiters[0].done():
                     self._waiters.popleft()
                 if not self._waiters:
-                    return
-                now, slots = await asyncio.wait_for(
-                    self._call("lease", self._worker, len(self._waiters), LEASE_WAIT), LEASE_WAIT + CALL_TIMEOUT
-                )
-                received = time.monotonic()
-                for at in slots:
-                    while self._waiters and self._waiters[0].done():
-                        self._waiters.popleft()
-                    if not self._waiters:
-                        self.release()  # a waiter left while the lease travelled
-                        continue
-                    self._waiters.popleft().set_result((received + (at - now), at))
+                    self.release()  # a waiter left while the lease travelled
+                    continue
+                self._waiters.popleft().set_result((received + (at - now), at))
         except Exception as exc:
             self._broken(exc)
         finally:
-            self._leasing = None
+            self._asked -= want
 
     def _pending(self) -> bool:
         return bool(self._released or self._successes or self._limited or self._done)
@@ -549,7 +561,8 @@ class _RayBackend:
 
 def _process_main(shard: _Shard, coordinator: Any, results: Any) -> None:
     """A worker process: the shard's loop; its result (or error) goes back on ``results``."""
-    calls = ThreadPoolExecutor(2, thread_name_prefix="stepfun-coordinator-call")
+    # A thread for every call that may be on its way at once: a lease blocks its thread.
+    calls = ThreadPoolExecutor(LEASES_IN_FLIGHT + REPORTS_IN_FLIGHT, thread_name_prefix="stepfun-coordinator-call")
 
     async def call(method: str, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(calls, getattr(coordinator, method), *args)
