@@ -41,6 +41,7 @@ def test_the_coordinator_hands_out_slots_in_blocks_and_never_more_than_the_accou
         assert len(coordinator.lease("c", 5)[1]) == 1
         progress = coordinator.progress()
         assert progress["committed"] == 3 and progress["in_flight"] == 6
+        assert coordinator.started() == ["a", "b", "c"]  # the driver drops a worker that never calls
     finally:
         coordinator.close()
 
@@ -186,3 +187,19 @@ def test_the_cli_says_which_extra_when_ray_is_missing(tmp_path: Path) -> None:
 def test_workers_must_be_a_positive_integer(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         batch.run_distributed(["x"], out=tmp_path, workers=0)
+
+
+def test_the_cli_runs_a_batch_on_local_worker_processes(tmp_path: Path) -> None:
+    import subprocess
+
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("".join(f"a lighthouse, take {n}\n" for n in range(6)))
+    out = tmp_path / "o"
+    code = "import sys; sys.modules['ray'] = None; from stepfun_openai.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", code, "batch", str(jobs), "--out", str(out), "--emulator", "--workers", "2"]
+    done = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "on 2 workers" in done.stderr and "6 of 6 images done" in done.stdout
+    assert len(list(out.glob("*.png"))) == 6 and len(list((out / "manifest.d").glob("*.jsonl"))) == 2
+    again = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "6 finished in an earlier run" in again.stdout

@@ -300,3 +300,27 @@ def test_every_image_reaches_an_s3_server_on_loopback(
         client.close()
     finally:
         server.stop()
+
+
+def test_a_worker_that_gets_no_cpu_is_dropped_and_its_jobs_stay_pending(
+    local_ray: Any, stepfun_emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepfun_openai.batch import _distributed
+
+    monkeypatch.setattr(_distributed, "WORKER_START_TIMEOUT", 3.0)
+    emulator = stepfun_emulator_factory(concurrency=4)
+    client = _client(emulator)
+    prompts = _prompts(30, "a dune")
+    # 3 workers of 1 CPU on a Ray of 2 CPUs: the third never starts
+    first = within(
+        60,
+        lambda: batch.run_distributed(prompts, out=tmp_path, workers=3, client=client, concurrency=4, progress=False),
+    )
+    assert first.stopped is not None and "did not start within 3 s" in first.stopped
+    assert first.succeeded == 20 and first.pending == 10
+    again = within(
+        60,
+        lambda: batch.run_distributed(prompts, out=tmp_path, workers=2, client=client, concurrency=4, progress=False),
+    )
+    assert again.succeeded == 30 and again.skipped == 20 and emulator.stats()["requests"] == 30
+    client.close()

@@ -71,6 +71,9 @@ REPORTS_IN_FLIGHT = 4
 report before it (one at a time, reports batch themselves but a freed slot waits a round trip)."""
 CALL_TIMEOUT = 60.0
 """Seconds a call to the coordinator may take before the worker gives up on it (stops)."""
+WORKER_START_TIMEOUT = 300.0
+"""Seconds a worker may take to start (a Ray actor waits for a free CPU); then its jobs are left
+pending and the batch ends without it."""
 POLL_INTERVAL = 0.25
 """Seconds between two looks of the driver at its workers and the progress."""
 
@@ -93,6 +96,7 @@ class Coordinator:
         self._limiter = AdaptiveLimiter(limits)
         self._held: collections.Counter[str] = collections.Counter()
         self._gone: set[str] = set()
+        self._started: set[str] = set()
         self._done: collections.Counter[str] = collections.Counter()
         self.leases = 0
         self.reports = 0
@@ -109,6 +113,7 @@ class Coordinator:
     async def _lease(self, worker: str, want: int, wait: float) -> tuple[float, list[float]]:
         limiter = self._limiter
         self.leases += 1
+        self._started.add(worker)
         if worker in self._gone:
             return time.monotonic(), []
         try:
@@ -143,6 +148,7 @@ class Coordinator:
         self, worker: str, released: int, successes: int, limited: list[dict[str, Any]], done: dict[str, int]
     ) -> None:
         self.reports += 1
+        self._started.add(worker)
         if worker not in self._gone:
             released = min(released, self._held[worker])
             self._held[worker] -= released
@@ -175,6 +181,13 @@ class Coordinator:
             "leases": self.leases,
             "reports": self.reports,
         }
+
+    def started(self) -> list[str]:
+        """The workers that have called at least once (a worker that never does never got a CPU)."""
+        return self._run(self._started_workers())  # type: ignore[no-any-return]
+
+    async def _started_workers(self) -> list[str]:
+        return sorted(self._started)
 
     def close(self) -> None:
         if self._thread is not None:
@@ -447,6 +460,8 @@ class _Backend(Protocol):
 
     def progress(self) -> dict[str, int]: ...
 
+    def started(self) -> list[str]: ...
+
     def forget(self, worker: str) -> None: ...
 
     def stop(self) -> None: ...
@@ -491,6 +506,9 @@ class _RayCoordinator:
 
     async def progress(self) -> dict[str, int]:
         return await self._coordinator._progress()
+
+    async def started(self) -> list[str]:
+        return await self._coordinator._started_workers()
 
 
 class _RayBackend:
@@ -545,6 +563,9 @@ class _RayBackend:
 
     def progress(self) -> dict[str, int]:
         return self._ray.get(self._coordinator.progress.remote(), timeout=CALL_TIMEOUT)  # type: ignore[no-any-return]
+
+    def started(self) -> list[str]:
+        return self._ray.get(self._coordinator.started.remote(), timeout=CALL_TIMEOUT)  # type: ignore[no-any-return]
 
     def forget(self, worker: str) -> None:
         self._ray.get(self._coordinator.forget.remote(worker), timeout=CALL_TIMEOUT)
@@ -625,6 +646,9 @@ class _ProcessBackend:
 
     def progress(self) -> dict[str, int]:
         return self._coordinator.progress()  # type: ignore[no-any-return]
+
+    def started(self) -> list[str]:
+        return self._coordinator.started()  # type: ignore[no-any-return]
 
     def forget(self, worker: str) -> None:
         self._coordinator.forget(worker)
@@ -723,8 +747,19 @@ def run_distributed(
             backend.start(shard)
         running = {shard.name for shard in shards}
         seen, skipped_ok = 0, result.succeeded
+        launched, all_started = time.monotonic(), False
         while running:
             time.sleep(POLL_INTERVAL)
+            if not all_started and time.monotonic() - launched > WORKER_START_TIMEOUT:
+                late = running - set(backend.started())
+                all_started = True
+                for name in sorted(late):  # no CPU for it (a cluster smaller than the workers asked)
+                    running.discard(name)
+                    backend.forget(name)
+                    result.stopped = result.stopped or (
+                        f"worker {name} did not start within {WORKER_START_TIMEOUT:.0f} s (fewer free CPUs "
+                        "than workers?); its jobs are pending"
+                    )
             for name, outcome in backend.poll():
                 running.discard(name)
                 backend.forget(name)
