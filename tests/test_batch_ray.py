@@ -307,20 +307,18 @@ def test_a_worker_that_gets_no_cpu_is_dropped_and_its_jobs_stay_pending(
 ) -> None:
     from stepfun_openai.batch import _distributed
 
-    monkeypatch.setattr(_distributed, "WORKER_START_TIMEOUT", 3.0)
-    emulator = stepfun_emulator_factory(concurrency=4)
+    monkeypatch.setattr(_distributed, "WORKER_START_TIMEOUT", 5.0)
+    emulator = stepfun_emulator_factory(concurrency=2, latency=1.0)
     client = _client(emulator)
-    prompts = _prompts(30, "a dune")
-    # 3 workers of 1 CPU on a Ray of 2 CPUs: the third never starts
-    first = within(
-        60,
-        lambda: batch.run_distributed(prompts, out=tmp_path, workers=3, client=client, concurrency=4, progress=False),
+    prompts = _prompts(24, "a dune")
+    # 3 workers of 1 CPU on a Ray of 2 CPUs: the third cannot start while the two others work
+    # (16 jobs, 2 in flight, 1 s each: 8 s, longer than the 5 s it is given)
+    run = lambda workers: batch.run_distributed(  # noqa: E731
+        prompts, out=tmp_path, workers=workers, client=client, concurrency=2, progress=False
     )
-    assert first.stopped is not None and "did not start within 3 s" in first.stopped
-    assert first.succeeded == 20 and first.pending == 10
-    again = within(
-        60,
-        lambda: batch.run_distributed(prompts, out=tmp_path, workers=2, client=client, concurrency=4, progress=False),
-    )
-    assert again.succeeded == 30 and again.skipped == 20 and emulator.stats()["requests"] == 30
+    first = within(60, lambda: run(3))
+    assert first.stopped is not None and "did not start within 5 s" in first.stopped
+    assert first.succeeded == 16 and first.pending == 8
+    again = within(60, lambda: run(2))
+    assert again.succeeded == 24 and again.skipped == 16 and emulator.stats()["requests"] == 24
     client.close()
