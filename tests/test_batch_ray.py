@@ -322,3 +322,22 @@ def test_a_worker_that_gets_no_cpu_is_dropped_and_its_jobs_stay_pending(
     again = within(60, lambda: run(2))
     assert again.succeeded == 24 and again.skipped == 16 and emulator.stats()["requests"] == 24
     client.close()
+
+
+def test_jobs_can_come_from_a_ray_dataset(local_ray: Any, stepfun_emulator_factory: Any, tmp_path: Path) -> None:
+    data = pytest.importorskip("ray.data")
+    emulator = stepfun_emulator_factory(concurrency=4)
+    client = _client(emulator)
+    rows = [{"prompt": f"a pier, take {n}", "seed": 100 + n, "size": "768x1360"} for n in range(6)]
+    result = within(
+        120,
+        lambda: batch.run_distributed(
+            data.from_items(rows), out=tmp_path, workers=2, client=client, concurrency=4, progress=False
+        ),
+    )
+    assert result.succeeded == 6
+    made = [read_metadata(path.read_bytes()) for path in tmp_path.glob("*.png")]
+    assert sorted((m["prompt"], m["seed"], m["size"]) for m in made) == sorted(  # type: ignore[index]
+        (row["prompt"], row["seed"], row["size"]) for row in rows
+    )
+    client.close()

@@ -695,7 +695,8 @@ def run_distributed(
 
     Args:
       jobs: as :func:`~stepfun_openai.batch.run` takes them, or a JSONL/text file's path, or a
-        Ray Dataset of job rows.
+        Ray Dataset of job rows (``pip install 'ray[data]'``; the rows pass through the driver,
+        which reads them all to give each job its id).
       workers: worker processes (Ray actors of one CPU each, or local processes).
       ray: ``None`` uses Ray when it is installed (the running one, ``RAY_ADDRESS``'s, or a local
         one it starts) and local processes otherwise; ``True`` requires Ray; an address
