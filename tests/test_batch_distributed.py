@@ -73,6 +73,49 @@ def test_a_429_reported_by_one_worker_slows_down_all_of_them() -> None:
         coordinator.close()
 
 
+async def test_a_worker_whose_coordinator_does_not_answer_stops_instead_of_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stepfun_openai.batch import _distributed
+
+    monkeypatch.setattr(_distributed, "CALL_TIMEOUT", 0.2)
+    monkeypatch.setattr(_distributed, "LEASE_WAIT", 0.1)
+
+    async def call(method: str, *args: Any) -> Any:
+        await asyncio.sleep(3600)  # a coordinator that is gone without a word
+
+    limiter = _distributed.LeasedLimiter(call, "w0", Limits(2, None))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="coordinator cannot be reached"):
+        await asyncio.wait_for(limiter.acquire(), 5)
+    assert time.monotonic() - started < 2  # LEASE_WAIT + CALL_TIMEOUT, not an hour
+    with pytest.raises(RuntimeError, match="coordinator cannot be reached"):
+        await limiter.acquire()  # and every later request stops at once
+
+
+async def test_a_worker_has_at_most_four_leases_on_their_way() -> None:
+    from stepfun_openai.batch import _distributed
+
+    on_their_way, most, answer = 0, 0, asyncio.Event()
+
+    async def call(method: str, worker: str, want: int, *rest: Any) -> Any:
+        nonlocal on_their_way, most
+        on_their_way += 1
+        most = max(most, on_their_way)
+        await answer.wait()
+        on_their_way -= 1
+        return time.monotonic(), [time.monotonic()] * want
+
+    limiter = _distributed.LeasedLimiter(call, "w0", Limits(100, None))
+    tasks = []
+    for _ in range(10):  # one request at a time: each wants a lease of its own, up to the bound
+        tasks.append(asyncio.create_task(limiter.acquire()))
+        await asyncio.sleep(0.01)
+    assert most == _distributed.LEASES_IN_FLIGHT == 4
+    answer.set()
+    assert len(await asyncio.wait_for(asyncio.gather(*tasks), 5)) == 10  # the rest were asked for in one
+
+
 def _shard_run(emulator: Any, out: str, prompts: list[str], limits: Limits, name: str = "s0") -> batch.BatchResult:
     """One worker's loop in this process, leasing from an in-process coordinator."""
     client = StepFun(api_key=emulator.api_key, base_url=emulator.base_url)

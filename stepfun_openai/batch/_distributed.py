@@ -428,7 +428,8 @@ async def _run_shard(shard: _Shard, call: Call) -> BatchResult:
         count(group)
         limiter.committed(group)
 
-    client, owned = await _client_for(shard.client.build(), shard.limits.concurrency)
+    built = shard.client.build()
+    client, _ = await _client_for(built, shard.limits.concurrency)  # a larger pool past 1,000 in flight
     writer = output.writer(shard.name, on_committed=on_committed)
     runner = _Runner(client=client, policy=client.retry_policy, limiter=limiter, writer=writer, result=result)
     try:
@@ -438,8 +439,8 @@ async def _run_shard(shard: _Shard, call: Call) -> BatchResult:
         output.close_shard(writer)
         await limiter.close()
         await client.close()
-        if owned is not None and owned is not client:
-            await owned.close()
+        if built is not client:
+            await built.close()
         result.elapsed = time.monotonic() - started
         result.stopped = runner.stop or (None if limiter.error is None else str(limiter.error))
         result.files = []  # the driver does not need every path back
