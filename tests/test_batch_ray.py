@@ -297,6 +297,9 @@ def test_every_image_reaches_an_s3_server_on_loopback(
         assert len(open_output("s3://images/run1", options).finished()) == 12
         again = within(120, run)  # resume reads the shards from S3: nothing left to do
         assert again.skipped == 12 and emulator.stats()["requests"] == 12
+        with pytest.raises(FileNotFoundError, match=r"\('no-such-bucket'\) does not exist"):
+            batch.run_distributed(prompts, out="s3://no-such-bucket/x", storage_options=options, client=client)
+        assert not fs.exists("no-such-bucket")  # not created behind the user's back
         client.close()
     finally:
         server.stop()

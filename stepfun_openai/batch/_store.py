@@ -37,6 +37,14 @@ SHARDS = "manifest.d"
 INSTALL_HINT = "pip install 'stepfun-openai[s3]'"
 
 
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "r2"})
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
 def _is_local(out: str) -> bool:
     return "://" not in out or out.startswith("file://")
 
@@ -85,6 +93,11 @@ class Output:
         if self.local is not None:
             (self.local / SHARDS).mkdir(parents=True, exist_ok=True)
             remove_stale_temp_files(self.local)
+        elif _OBJECT_STORES & set(_protocols(self.fs)):
+            # No folders to make; and a missing bucket is the user's to create (makedirs would).
+            bucket = self.root.split("/", 1)[0]
+            if not self.fs.exists(bucket):
+                raise FileNotFoundError(f"the bucket of {self.url!r} ({bucket!r}) does not exist: create it first")
         else:
             self.fs.makedirs(self.root, exist_ok=True)
 
