@@ -305,25 +305,49 @@ def test_every_image_reaches_an_s3_server_on_loopback(
         server.stop()
 
 
-def test_a_worker_that_gets_no_cpu_is_dropped_and_its_jobs_stay_pending(
+def test_more_workers_than_cpus_start_as_cpus_free(
+    local_ray: Any, stepfun_emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator = stepfun_emulator_factory(concurrency=4)
+    client = _client(emulator)
+    prompts = _prompts(24, "a dune")
+    result = within(
+        120,
+        lambda: batch.run_distributed(prompts, out=tmp_path, workers=3, client=client, concurrency=4, progress=False),
+    )
+    assert result.succeeded == 24 and result.stopped is None  # the third worker ran when a CPU freed
+    assert len(list((tmp_path / "manifest.d").glob("*.jsonl"))) == 3
+    client.close()
+
+
+def test_workers_that_never_get_a_cpu_end_the_batch_with_their_jobs_pending(
     local_ray: Any, stepfun_emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from stepfun_openai.batch import _distributed
 
-    monkeypatch.setattr(_distributed, "WORKER_START_TIMEOUT", 5.0)
-    emulator = stepfun_emulator_factory(concurrency=2, latency=1.0)
+    monkeypatch.setattr(_distributed, "WORKER_START_TIMEOUT", 2.0)
+
+    @ray.remote(num_cpus=2)
+    class Hog:  # holds every CPU of the module's Ray
+        def ready(self) -> bool:
+            return True
+
+    hog = Hog.remote()  # type: ignore[attr-defined]
+    ray.get(hog.ready.remote(), timeout=60)
+    emulator = stepfun_emulator_factory(concurrency=4)
     client = _client(emulator)
-    prompts = _prompts(24, "a dune")
-    # 3 workers of 1 CPU on a Ray of 2 CPUs: the third cannot start while the two others work
-    # (16 jobs, 2 in flight, 1 s each: 8 s, longer than the 5 s it is given)
-    run = lambda workers: batch.run_distributed(  # noqa: E731
-        prompts, out=tmp_path, workers=workers, client=client, concurrency=2, progress=False
+    prompts = _prompts(8, "a mesa")
+    run = lambda: batch.run_distributed(  # noqa: E731
+        prompts, out=tmp_path, workers=2, client=client, concurrency=4, progress=False
     )
-    first = within(60, lambda: run(3))
-    assert first.stopped is not None and "did not start within 5 s" in first.stopped
-    assert first.succeeded == 16 and first.pending == 8
-    again = within(60, lambda: run(2))
-    assert again.succeeded == 24 and again.skipped == 16 and emulator.stats()["requests"] == 24
+    try:
+        first = within(60, run)
+    finally:
+        ray.kill(hog)
+    assert first.stopped is not None and "did not start within 2 s" in first.stopped
+    assert first.succeeded == 0 and first.pending == 8 and emulator.stats()["requests"] == 0
+    again = within(60, run)
+    assert again.succeeded == 8
     client.close()
 
 

@@ -72,8 +72,8 @@ report before it (one at a time, reports batch themselves but a freed slot waits
 CALL_TIMEOUT = 60.0
 """Seconds a call to the coordinator may take before the worker gives up on it (stops)."""
 WORKER_START_TIMEOUT = 300.0
-"""Seconds a worker may take to start (a Ray actor waits for a free CPU); then its jobs are left
-pending and the batch ends without it."""
+"""Seconds the driver waits, with no worker at work, for a worker to start (a Ray actor waits for
+a free CPU); then the jobs of those not started are left pending and the batch ends."""
 POLL_INTERVAL = 0.25
 """Seconds between two looks of the driver at its workers and the progress."""
 
@@ -749,19 +749,24 @@ def run_distributed(
             backend.start(shard)
         running = {shard.name for shard in shards}
         seen, skipped_ok = 0, result.succeeded
-        launched, all_started = time.monotonic(), False
+        started_all, stalled_since = False, time.monotonic()
         while running:
             time.sleep(POLL_INTERVAL)
-            if not all_started and time.monotonic() - launched > WORKER_START_TIMEOUT:
-                late = running - set(backend.started())
-                all_started = True
-                for name in sorted(late):  # no CPU for it (a cluster smaller than the workers asked)
-                    running.discard(name)
-                    backend.forget(name)
-                    result.stopped = result.stopped or (
-                        f"worker {name} did not start within {WORKER_START_TIMEOUT:.0f} s (fewer free CPUs "
-                        "than workers?); its jobs are pending"
-                    )
+            if not started_all:
+                # A worker waits for a free CPU while others work (more workers than CPUs: it starts
+                # when one ends); only when no started worker is left does the wait count.
+                started_now = set(backend.started())
+                started_all = running <= started_now
+                if running & started_now:
+                    stalled_since = time.monotonic()
+                elif time.monotonic() - stalled_since > WORKER_START_TIMEOUT:
+                    for name in sorted(running):
+                        backend.forget(name)
+                        result.stopped = result.stopped or (
+                            f"worker {name} did not start within {WORKER_START_TIMEOUT:.0f} s (no free CPU "
+                            "in the cluster?); its jobs are pending"
+                        )
+                    running.clear()
             for name, outcome in backend.poll():
                 running.discard(name)
                 backend.forget(name)
