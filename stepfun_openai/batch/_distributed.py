@@ -83,8 +83,9 @@ POLL_INTERVAL = 0.25
 
 class Coordinator:
     """The account-wide limiter, served to the workers. Its methods are synchronous and
-    thread-safe (a threaded Ray actor, or a ``multiprocessing`` manager, calls them from many
-    threads); the limiter itself lives on an event loop of its own, on a thread."""
+    thread-safe (a ``multiprocessing`` manager calls them from a thread per connection); the
+    limiter lives on an event loop of its own, on a thread. The Ray actor (:class:`_RayCoordinator`)
+    awaits the coroutines behind them (``_lease``, ...) on its own loop instead (``own_loop=False``)."""
 
     def __init__(self, limits: Limits, horizon: float = LEASE_HORIZON, *, own_loop: bool = True) -> None:
         self._horizon = horizon
