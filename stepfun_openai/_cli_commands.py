@@ -448,7 +448,7 @@ def _batch_distributed(
     workers = 2 if args.workers is None else args.workers
     if workers < 1:
         raise _UsageError(f"--workers must be a positive integer, got {workers}")
-    where = "Ray" if args.ray is not None else "workers"
+    where = "Ray workers" if args.ray is not None else "workers"
     print(f"{len(jobs)} jobs from {args.jobs} on {workers} {where}; limits: {limits.describe()}", file=sys.stderr)
     with _connection(args) as connection, StepFun(**connection) as client:
         try:
