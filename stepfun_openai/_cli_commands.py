@@ -278,6 +278,21 @@ def add_image_commands(subparsers: Any) -> None:
         help="start even when the balance is lower than the estimated cost (the batch stops cleanly at the 402)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scale = parser.add_argument_group(
+        "many workers, one account (--out may then be any fsspec URL, e.g. s3://bucket/prefix; "
+        "the manifest is one shard per worker under OUT/manifest.d/)"
+    )
+    scale.add_argument(
+        "--workers", type=int, help="worker processes sharing the account's limits (Ray if installed, else local)"
+    )
+    scale.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        metavar="ADDRESS",
+        help="run on Ray: the running or a new local Ray, or the cluster at ADDRESS (write --ray=ADDRESS, "
+        "or put JOBS first); needs pip install 'stepfun-openai[ray]'",
+    )
     _add_parameters(parser, "generate", batch=True)
     _add_connection(parser)
     parser.set_defaults(handler=_guarded(_batch))
@@ -506,6 +521,8 @@ def _batch(args: argparse.Namespace) -> int:
         limits = batch.Limits(concurrency, None, "--emulator default: the local emulator has no limits")
     else:
         limits = batch.resolve_limits(concurrency=args.concurrency, rpm=args.rpm, tier=args.tier)
+    if args.workers is not None or args.ray is not None:
+        return _batch_distributed(args, jobs, defaults, concurrency, limits)
     manifest = Path(args.manifest) if args.manifest else Path(args.out) / "manifest.jsonl"
     if args.dry_run:
         with _connection(args) as connection, StepFun(**connection) as client:
@@ -576,6 +593,51 @@ def _compact_range(number: catalog.NumberRange) -> str:
     """``1..50 (8)``: the range, its default in parentheses."""
     text = f"{catalog._num(number.min)}..{catalog._num(number.max)}"
     return text + (f" ({catalog._num(number.default)})" if number.default is not None else "")
+
+
+def _batch_distributed(
+    args: argparse.Namespace, jobs: list[Any], defaults: dict[str, Any], concurrency: int | None, limits: Any
+) -> int:
+    """``batch --workers N`` / ``--ray [ADDRESS]``: the same jobs on many workers, one account-wide limit."""
+    from . import batch
+    from ._client import StepFun
+
+    if args.manifest:
+        raise _UsageError(
+            "--manifest does not apply with --workers/--ray: each worker keeps a shard in OUT/manifest.d/"
+        )
+    workers = 2 if args.workers is None else args.workers
+    if workers < 1:
+        raise _UsageError(f"--workers must be a positive integer, got {workers}")
+    where = "Ray workers" if args.ray is not None else "workers"
+    print(f"{len(jobs)} jobs from {args.jobs} on {workers} {where}; limits: {limits.describe()}", file=sys.stderr)
+    with _connection(args) as connection, StepFun(**connection) as client:
+        try:
+            result = batch.run_distributed(
+                jobs,
+                out=args.out,
+                workers=workers,
+                ray=args.ray,
+                client=client,
+                concurrency=concurrency,
+                rpm=args.rpm,
+                tier=args.tier,
+                defaults=defaults,
+                progress=not args.no_progress,
+            )
+        except ImportError as exc:  # Ray or fsspec missing: the message names the extra
+            raise _UsageError(str(exc)) from None
+        except batch.BatchInterrupted as exc:
+            done = exc.result
+            command = shlex.join(["stepfun-openai", *sys.argv[1:]]) if sys.argv[1:] else "the same command"
+            raise KeyboardInterrupt(
+                f"interrupted: {done.succeeded} of {done.total} images done and recorded in {args.out}; "
+                f"resume with: {command}"
+            ) from None
+    print(result.summary())
+    if result.stopped:
+        return EXIT_FAILED
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -22,12 +22,14 @@ The package, one concept a module: ``_jobs`` (jobs, ids, how they are described)
 ``_runner`` (the job loop, ``run``/``arun``), ``_budget`` (costs, ``max_spend``,
 ``estimate``), ``_writer`` (group commits), ``_manifest`` (the
 JSONL record, resume), ``_ratelimit`` (pacing and 429 adaptation), ``_progress`` (the bar) and
-``_result`` (``BatchResult``).
+``_result`` (``BatchResult``); past one process: ``_distributed`` (``run_distributed``: workers
+on Ray or local processes under one account-wide limit) and ``_store`` (any fsspec output).
 """
 
 from __future__ import annotations
 
 from ._budget import BudgetError, Estimate, estimate
+from ._distributed import run_distributed
 from ._jobs import DEFAULT_MODELS, Job, JobEndpoint, load_jobs
 from ._manifest import ManifestLockedError
 from ._ratelimit import Limits, resolve_limits
@@ -49,4 +51,5 @@ __all__ = [
     "load_jobs",
     "resolve_limits",
     "run",
+    "run_distributed",
 ]

@@ -13,13 +13,21 @@ import json
 import os
 import re
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from .._files import TEMP_SUFFIX
 
-__all__ = ["FINISHED", "MAX_LINE_BYTES", "Manifest", "ManifestLockedError", "remove_stale_temp_files"]
+__all__ = [
+    "FINISHED",
+    "MAX_LINE_BYTES",
+    "Manifest",
+    "ManifestLockedError",
+    "finished_of",
+    "parse_events",
+    "remove_stale_temp_files",
+]
 
 FINISHED = frozenset({"succeeded", "content_filtered", "blocked", "invalid"})
 """Statuses that are final: a resumed batch does not run these jobs again. ``failed`` (a transient
@@ -105,18 +113,8 @@ class Manifest:
         """``job id -> (status, error type)`` of the jobs a resumed batch skips. Only these two
         strings are kept per job, so resuming a long manifest costs little memory. A ``succeeded``
         job counts only while its files exist (looked up as its line is read)."""
-        latest: dict[str, tuple[str, str | None]] = {}
         self.missing_files = 0
-        for event in self.events():
-            status = event.get("status")
-            error = event.get("error")
-            refused_locally = status == "invalid" and not (isinstance(error, dict) and "status" in error)
-            if status in FINISHED and not refused_locally and (status != "succeeded" or self._files_exist(event)):
-                kind = error.get("type") if isinstance(error, dict) else None
-                latest[event["id"]] = (status, kind if isinstance(kind, str) else None)
-            else:
-                latest.pop(event["id"], None)  # a later line that is not final: the job runs again
-        return latest
+        return finished_of(self.events(), exists=self._files_exist)
 
     def _files_exist(self, event: Mapping[str, Any]) -> bool:
         """Whether every file a ``succeeded`` line names (relative to the manifest's folder) is there."""
@@ -212,6 +210,37 @@ def _event(line: bytes | None) -> dict[str, Any] | None:
     if isinstance(event, dict) and isinstance(event.get("id"), str) and isinstance(event.get("status"), str):
         return event
     return None
+
+
+def parse_events(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
+    """The job events among ``lines`` (a manifest shard read from any store): a line that is not
+    one (cut short by a crash, not UTF-8, not JSON, too deep, too long) is skipped."""
+    for line in lines:
+        raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
+        event = _event(raw if len(raw) <= MAX_LINE_BYTES else None)
+        if event is not None:
+            yield event
+
+
+def finished_of(
+    events: Iterable[Mapping[str, Any]], *, exists: Callable[[Mapping[str, Any]], bool] | None = None
+) -> dict[str, tuple[str, str | None]]:
+    """``job id -> (status, error type)`` of the finished jobs among ``events``, in order: a later
+    event of a job that is not final means it runs again. A job refused locally (``invalid``
+    without a server status) is checked again on resume, at no cost; with ``exists``, a
+    ``succeeded`` job counts only while ``exists(event)`` says its files are there."""
+    latest: dict[str, tuple[str, str | None]] = {}
+    for event in events:
+        status = event.get("status")
+        error = event.get("error")
+        refused_locally = status == "invalid" and not (isinstance(error, Mapping) and "status" in error)
+        done = status in FINISHED and not refused_locally
+        if done and (status != "succeeded" or exists is None or exists(event)):
+            kind = error.get("type") if isinstance(error, Mapping) else None
+            latest[event["id"]] = (str(status), kind if isinstance(kind, str) else None)
+        else:
+            latest.pop(event["id"], None)
+    return latest
 
 
 def _lock_exclusive(handle: IO[bytes], path: Path) -> None:

@@ -26,8 +26,9 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["AdaptiveLimiter", "Limits", "resolve_limits"]
+__all__ = ["AdaptiveLimiter", "Limiter", "Limits", "resolve_limits"]
 
 RPM_MARGIN = 0.01
 """Spacing is ``60 / rpm * (1 + RPM_MARGIN)``: 0.6 s of slack per minute against clock jitter."""
@@ -84,6 +85,24 @@ def resolve_limits(*, concurrency: int | None = None, rpm: int | None = None, ti
     return Limits(concurrency, rpm)
 
 
+class Limiter(Protocol):
+    """What the batch runner needs of a limiter: :class:`AdaptiveLimiter` in one process, the
+    leasing client of an account-wide one (``_distributed.LeasedLimiter``) in a worker of many."""
+
+    max_concurrency: int
+    rate_limited: int
+
+    async def acquire(self) -> float: ...
+
+    def release(self) -> None: ...
+
+    def on_success(self) -> None: ...
+
+    def on_rate_limited(
+        self, *, kind: str | None, limit: int | None, retry_after: float | None = None, sent_at: float | None = None
+    ) -> None: ...
+
+
 class AdaptiveLimiter:
     """``await acquire()`` before a request, ``release(...)`` after it; report 429s and successes.
 
@@ -137,6 +156,12 @@ class AdaptiveLimiter:
 
     async def acquire(self) -> float:
         """Wait for a concurrency slot, then for the request's RPM slot; returns the send time."""
+        await self.take_slot()
+        return await self.send_time()
+
+    async def take_slot(self) -> None:
+        """Wait for a concurrency slot and take it (the first half of :meth:`acquire`; a
+        coordinator bounds this wait, never the next, which would waste a booked RPM slot)."""
         while self._in_flight >= self.concurrency:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -149,6 +174,10 @@ class AdaptiveLimiter:
                     self._wake_one()  # we were woken but will not use the slot: pass it on
                 raise
         self._in_flight += 1
+
+    async def send_time(self) -> float:
+        """With a slot taken: wait for the request's RPM slot; returns the send time. On a
+        cancellation the slot is given back."""
         try:
             while True:
                 epoch = self._epoch
@@ -165,6 +194,21 @@ class AdaptiveLimiter:
             self._in_flight -= 1
             self._wake_one()
             raise
+
+    def try_acquire(self, *, within: float) -> float | None:
+        """Without waiting: a concurrency slot and the next RPM slot, if a slot is free, nobody
+        waits for one, and the RPM slot comes within ``within`` seconds; returns the send time
+        (the caller waits until then), else ``None``. The coordinator of a distributed batch
+        hands out slots in blocks this way, one :meth:`acquire` and then as many of these as fit."""
+        if self._waiters or self._in_flight >= self.concurrency:
+            return None
+        now = self._clock()
+        if max(now, self._tat, self._paused_until) > now + within:
+            return None
+        at = self.reserve(now)
+        self._in_flight += 1
+        self._remember(at)
+        return at
 
     def release(self) -> None:
         """The request finished (whatever its outcome); its concurrency slot is free."""

@@ -44,6 +44,8 @@ class BatchResult:
     manifest: Path = Path("manifest.jsonl")
     files: list[Path] = field(default_factory=list)
     """The images written in this run."""
+    location: str | None = None
+    """Where the images went when that is not a local folder (``s3://...``; a distributed batch)."""
     limits: Limits | None = None
     interrupted: bool = False
     stopped: str | None = None
@@ -97,7 +99,10 @@ class BatchResult:
             budget = f" of a {Cost(self.max_spend, self.spent.currency)} budget" if self.max_spend is not None else ""
             budget = budget if self.spent.known or self.max_spend is None else f" (budget {self.max_spend})"
             lines.append(f"spent: {self.spent}{budget}")
-        lines.append(f"images in {self.out}/, manifest {self.manifest}")
+        if self.location is not None:
+            lines.append(f"images in {self.location}, manifest in {self.manifest}")
+        else:
+            lines.append(f"images in {self.out}/, manifest {self.manifest}")
         if self.unreadable_lines or self.missing_files:
             notes = []
             if self.unreadable_lines:

@@ -40,7 +40,7 @@ from ._budget import Budget, BudgetError, job_cost, money, spent_in
 from ._jobs import _CATALOG_ENDPOINT, Job, _check_defaults, _prepare, _Work, describe_params, describe_value
 from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
-from ._ratelimit import AdaptiveLimiter, resolve_limits
+from ._ratelimit import AdaptiveLimiter, Limiter, resolve_limits
 from ._result import PROBLEMS_SHOWN, BatchInterrupted, BatchResult, _count, note_problem
 from ._writer import Commit, GroupWriter
 
@@ -90,7 +90,7 @@ class _Runner:
         *,
         client: AsyncStepFun,
         policy: RetryPolicy,
-        limiter: AdaptiveLimiter,
+        limiter: Limiter,
         writer: GroupWriter,
         result: BatchResult,
     ) -> None:
@@ -288,7 +288,7 @@ class _Runner:
         await self.writer.commit(Commit(event, images=images, stem=work.stem))
 
 
-def _committed(result: BatchResult, limiter: AdaptiveLimiter, bar: Progress) -> Any:
+def _committed(result: BatchResult, limiter: Limiter, bar: Progress) -> Any:
     """What the writer reports back, on the event loop: counts, files, progress."""
 
     def on_committed(group: list[Commit]) -> None:
@@ -376,18 +376,7 @@ async def arun(
         remove_stale_temp_files(out_dir)
         finished = book.finished()
         result.unreadable_lines, result.missing_files = book.skipped_lines, book.missing_files
-        todo: list[_Work] = []
-        for work in works:
-            previous = finished.get(work.id)
-            if previous is None:
-                todo.append(work)
-                continue
-            result.skipped += 1
-            status, error_type = previous
-            reason = {"blocked": "blocked (451)"}.get(status, status)
-            if status == "failed":
-                reason = error_type or "failed"
-            _count(result, status, reason)
+        todo = _skip_finished(works, finished, result)
         earlier = [work.id for work in works if finished.get(work.id, ("succeeded",))[0] != "succeeded"]
         if earlier:
             errors = book.errors(earlier[:PROBLEMS_SHOWN])
@@ -408,33 +397,9 @@ async def arun(
         )
         writer = GroupWriter(book, out_dir, on_committed=_committed(result, limiter, bar))
         runner = _Runner(client=client, policy=client.retry_policy, limiter=limiter, writer=writer, result=result)
-        pending = iter(todo)
-
-        async def worker() -> None:
-            # This task's context only: every image a job gets is read at once, so the response
-            # check decodes it (once, strictly) instead of scanning it for read() to decode again.
-            DECODE_RESULTS.set(True)
-            for work in pending:
-                if runner.stop is not None or writer.error is not None:
-                    return
-                cost = costs.get(work.id, _FREE)
-                if not budget.reserve(cost):
-                    runner.stop = runner.stop or budget.stop_reason(cost)
-                    result.budget_reached = True
-                    return
-                try:
-                    await runner.run_job(work)
-                finally:
-                    budget.settle(cost, work.billed)
-
-        workers = [asyncio.create_task(worker()) for _ in range(max(1, min(limits.concurrency, len(todo))))]
         try:
-            await asyncio.gather(*workers)
-            await writer.drain()
+            await _execute(runner, writer, todo, limits.concurrency, budget=budget, costs=costs)
         except BaseException:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
             result.interrupted = True
             raise
         finally:
@@ -471,6 +436,69 @@ async def _check_balance(client: AsyncStepFun, estimate: Cost, *, allow_partial:
             "run fewer jobs, or allow a partial run (allow_partial=True, --allow-partial): it stops cleanly "
             "when StepFun answers 402, and the rest run when the batch is resumed"
         )
+
+
+def _skip_finished(
+    works: list[_Work], finished: Mapping[str, tuple[str, str | None]], result: BatchResult
+) -> list[_Work]:
+    """The jobs still to do; those an earlier run finished are counted in ``result`` as skipped."""
+    todo: list[_Work] = []
+    for work in works:
+        previous = finished.get(work.id)
+        if previous is None:
+            todo.append(work)
+            continue
+        result.skipped += 1
+        status, error_type = previous
+        reason = {"blocked": "blocked (451)"}.get(status, status)
+        if status == "failed":
+            reason = error_type or "failed"
+        _count(result, status, reason)
+    return todo
+
+
+async def _execute(
+    runner: _Runner,
+    writer: GroupWriter,
+    todo: list[_Work],
+    concurrency: int,
+    *,
+    budget: Budget | None = None,
+    costs: Mapping[str, Cost] | None = None,
+) -> None:
+    """Run ``todo`` with ``concurrency`` tasks (each takes the next job when it is done with one),
+    then wait until every outcome is committed; on an error or a cancellation the tasks are
+    cancelled first. The one job loop of ``arun`` and of a distributed batch's workers. With a
+    ``budget``, a job starts only while its cost (from ``costs``) fits it (see ``_budget``)."""
+    pending = iter(todo)
+
+    async def worker() -> None:
+        # This task's context only: every image a job gets is read at once, so the response
+        # check decodes it (once, strictly) instead of scanning it for read() to decode again.
+        DECODE_RESULTS.set(True)
+        for work in pending:
+            if runner.stop is not None or writer.error is not None:
+                return
+            cost = (costs or {}).get(work.id, _FREE)
+            if budget is not None and not budget.reserve(cost):
+                runner.stop = runner.stop or budget.stop_reason(cost)
+                runner.result.budget_reached = True
+                return
+            try:
+                await runner.run_job(work)
+            finally:
+                if budget is not None:
+                    budget.settle(cost, work.billed)
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(todo))))]
+    try:
+        await asyncio.gather(*workers)
+        await writer.drain()
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
 
 
 async def _client_for(client: AsyncStepFun | None, concurrency: int) -> tuple[AsyncStepFun, AsyncStepFun | None]:

@@ -58,6 +58,8 @@ def _relative_to(path: Path, start: Path) -> str:
 class _Group:
     commits: list[Commit]
     temps: list[tuple[Path, Path]] = field(default_factory=list)
+    files: list[tuple[Path, bytes]] = field(default_factory=list)
+    """The files themselves, where the store takes them whole (``_store.StoreWriter``)."""
     durable: bool = False
     """Its lines are in the manifest (set by the sync thread)."""
 
@@ -87,10 +89,12 @@ class GroupWriter:
         on_committed: Callable[[list[Commit]], None],
         max_group: int = DEFAULT_MAX_GROUP,
         parallel: int = DEFAULT_PARALLEL,
+        relative_to: Path | None = None,
     ) -> None:
         self._manifest = manifest
         self._out = out
-        relative_out = _relative_to(out, manifest.path.parent)
+        self._relative_base = manifest.path.parent if relative_to is None else relative_to
+        relative_out = _relative_to(out, self._relative_base)
         self._out_prefix = "" if relative_out == "." else relative_out + os.sep
         self._on_committed = on_committed
         self._max_group = max_group
@@ -131,7 +135,7 @@ class GroupWriter:
         self._disk.shutdown(wait=True)  # the syncs in progress end first
         unfinished: list[Commit] = []
         for group in self._running.values():
-            discard_temps(group.temps)  # a group cut short is written again below
+            self._discard(group)  # a group cut short is written again below
             if group.durable:  # its lines were written, but the loop never saw it
                 self._finish(group.commits)
             else:
@@ -142,8 +146,8 @@ class GroupWriter:
         self._release(unfinished)  # their names are chosen again below (the same ones, free again)
         if unfinished and self._error is None:
             try:
-                write_group([file for commit in unfinished for file in self._files_of(commit)])
-                self._manifest.append_lines(self._manifest.lines([commit.event for commit in unfinished]))
+                files = [file for commit in unfinished for file in self._files_of(commit)]
+                self._write_now(files, self._manifest.lines([commit.event for commit in unfinished]))
             except BaseException as exc:  # the caller reports its own error, if any
                 self._error = exc
             else:
@@ -160,7 +164,7 @@ class GroupWriter:
             try:
                 files = [file for commit in group.commits for file in self._files_of(commit)]
                 text = self._manifest.lines([commit.event for commit in group.commits])
-                group.temps = write_temps(files)
+                self._stage(group, files)
             except BaseException as exc:
                 self._fail(exc, group.commits)
                 return
@@ -174,11 +178,25 @@ class GroupWriter:
             return
         error = done.exception()
         if error is not None:
-            discard_temps(group.temps)
+            self._discard(group)
             self._fail(error, group.commits)
             return
         self._finish(group.commits)
         self._start_groups()
+
+    # -- where the files go: a local folder here (``_store.StoreWriter``: any fsspec location) --
+
+    def _stage(self, group: _Group, files: list[tuple[Path, bytes]]) -> None:
+        """On the event loop: the group's files written to temporary names (to the page cache)."""
+        group.temps = write_temps(files)
+
+    def _discard(self, group: _Group) -> None:
+        discard_temps(group.temps)
+
+    def _write_now(self, files: list[tuple[Path, bytes]], text: str) -> None:
+        """Files then lines, durably, on the calling thread (``close``)."""
+        write_group(files)
+        self._manifest.append_lines(text)
 
     def _make_durable(self, group: _Group, text: str) -> None:
         """On a worker thread: the group's files synced and renamed into place, the renames
@@ -249,4 +267,4 @@ class GroupWriter:
         """``path`` as the manifest records it: relative to the manifest's folder."""
         if path.parent == self._out:
             return self._out_prefix + path.name
-        return _relative_to(path, self._manifest.path.parent)
+        return _relative_to(path, self._relative_base)
