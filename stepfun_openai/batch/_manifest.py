@@ -76,8 +76,10 @@ class Manifest:
     names exist: a job whose image was deleted runs again (counted in ``missing_files``).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, files_root: Path | None = None) -> None:
         self.path = path
+        self.files_root = files_root if files_root is not None else path.parent
+        """What the file names of its lines are relative to (a shard's are its batch's folder)."""
         self._handle: IO[bytes] | None = None
         self._lock = threading.Lock()
         self.skipped_lines = 0
@@ -120,7 +122,7 @@ class Manifest:
         """Whether every file a ``succeeded`` line names (relative to the manifest's folder) is there."""
         files = event.get("files")
         names = files if isinstance(files, list) else [event.get("file")]
-        base = self.path.parent
+        base = self.files_root
         try:
             present = bool(names) and all(isinstance(name, str) and (base / name).is_file() for name in names)
         except (OSError, ValueError):  # a name the file system cannot hold (NUL, too long)

@@ -107,7 +107,7 @@ class Output:
         if self.local is not None:
             paths = [self.local / "manifest.jsonl", *sorted((self.local / SHARDS).glob("*.jsonl"))]
             for path in paths:
-                done.update(Manifest(path).finished())
+                done.update(Manifest(path, files_root=self.local).finished())
             return done
         self.fs.invalidate_cache()
         names = []
@@ -126,7 +126,7 @@ class Output:
         """The writer of one worker's shard (call on the worker's event loop; ``close()`` it, then
         :meth:`close_shard`)."""
         if self.local is not None:
-            book = Manifest(self.local / SHARDS / f"{shard}.jsonl")
+            book = Manifest(self.local / SHARDS / f"{shard}.jsonl", files_root=self.local)
             book.open()
             return GroupWriter(book, self.local, on_committed=on_committed, relative_to=self.local)
         return StoreWriter(
