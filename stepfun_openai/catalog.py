@@ -8,6 +8,7 @@ imports this module.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import urllib.parse
 from dataclasses import dataclass
@@ -396,7 +397,13 @@ class Host:
 def host_of(base_url: object) -> Host:
     """The :class:`Host` behind a base URL (``api.stepfun.com`` mainland, ``api.stepfun.ai``
     international, a ``/step_plan/`` path Step Plan; anything else unknown)."""
-    parts = urllib.parse.urlsplit(str(base_url))
+    return _host_of(str(base_url))
+
+
+@functools.lru_cache(maxsize=256)
+def _host_of(base_url: str) -> Host:
+    # Asked on every request and response (cost, documentation warnings): a client calls few URLs.
+    parts = urllib.parse.urlsplit(base_url)
     host = (parts.hostname or "").lower()
     region: Region | None = None
     if host == "stepfun.com" or host.endswith(".stepfun.com"):
