@@ -63,22 +63,28 @@ def job_cost(work: _Work, host: catalog.Host, region: catalog.Region | None) -> 
 
 def spent_in(book: Manifest) -> Cost:
     """What the jobs the manifest records as billed cost (their ``cost`` fields), for a resume."""
-    costs = []
-    for event in book.read().values():
-        if event.get("status") not in BILLED:
-            continue
+    # One streaming pass keeping a small tuple per job (a resumed manifest may hold 100,000s).
+    latest: dict[str, tuple[object, object] | None] = {}
+    for event in book.events():
         recorded = event.get("cost")
-        amount = recorded.get("amount") if isinstance(recorded, Mapping) else None
-        currency = recorded.get("currency") if isinstance(recorded, Mapping) else None
+        if event.get("status") not in BILLED:
+            latest[event["id"]] = None
+        elif isinstance(recorded, Mapping):
+            latest[event["id"]] = (recorded.get("amount"), recorded.get("currency"))
+        else:
+            latest[event["id"]] = (None, None)
+    total = Cost.total([])
+    unknown = Cost(None, None, note="an earlier run's cost is not in the manifest")
+    for entry in latest.values():
+        if entry is None:
+            continue
+        amount, currency = entry
         try:
             value = money(amount) if amount is not None else None
         except ValueError:
             value = None
-        if value is None or currency not in ("CNY", "USD"):
-            costs.append(Cost(None, None, note="an earlier run's cost is not in the manifest"))
-        else:
-            costs.append(Cost(value, currency))
-    return Cost.total(costs)
+        total = total + (Cost(value, currency) if value is not None and currency in ("CNY", "USD") else unknown)
+    return total
 
 
 @dataclass
