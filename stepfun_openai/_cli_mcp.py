@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
 from typing import Any
+
+from ._cli_commands import _connection, _UsageError
 
 __all__ = ["add_mcp_command"]
 
@@ -46,20 +47,6 @@ def add_mcp_command(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
-@contextlib.contextmanager
-def _settings(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    if args.emulator:
-        from .emulator import Emulator
-
-        with Emulator() as emulator:
-            yield {"api_key": emulator.api_key, "base_url": emulator.base_url, "region": args.region or "mainland"}
-        return
-    settings: dict[str, Any] = {"base_url": args.base_url} if args.base_url else {}
-    if args.region:
-        settings["region"] = args.region
-    yield settings
-
-
 def _run(args: argparse.Namespace) -> int:
     try:
         from .mcp_server import StepFunMCP, default_output_dir
@@ -74,7 +61,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.http and not 0 <= args.port <= 65535:
         print(f"stepfun-openai: error: --port {args.port}: a port in 0..65535", file=sys.stderr)
         return 2
-    with _settings(args) as settings:
+    with contextlib.ExitStack() as stack:
+        try:  # the CLI's one way to the key, the emulator, --base-url and --region
+            settings = stack.enter_context(_connection(args))
+        except _UsageError as exc:
+            print(f"stepfun-openai: error: {exc}", file=sys.stderr)
+            return 2
         try:
             client = AsyncStepFun(**settings)
             server = StepFunMCP(
