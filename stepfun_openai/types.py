@@ -22,11 +22,23 @@ def ensure_private(model: Any) -> None:
     """openai builds responses with ``construct`` (no validation), which leaves pydantic's private
     attributes uninitialised; give them their defaults so helpers can rely on them."""
     if getattr(model, "__pydantic_private__", None) is None:
-        defaults: dict[str, Any] = {}
-        for name, attr in type(model).__private_attributes__.items():
-            default = attr.get_default()
-            defaults[name] = default
-        object.__setattr__(model, "__pydantic_private__", defaults)
+        plan = _PRIVATE_DEFAULTS.get(type(model))
+        if plan is None:  # once per class: pydantic's get_default() costs microseconds a call
+            static = {}
+            factories = []
+            for name, attr in type(model).__private_attributes__.items():
+                if attr.default_factory is not None:
+                    factories.append((name, attr.default_factory))
+                else:
+                    static[name] = attr.get_default()
+            plan = _PRIVATE_DEFAULTS[type(model)] = (static, tuple(factories))
+        values = dict(plan[0])
+        for name, factory in plan[1]:
+            values[name] = factory()
+        object.__setattr__(model, "__pydantic_private__", values)
+
+
+_PRIVATE_DEFAULTS: dict[type, tuple[dict[str, Any], tuple[tuple[str, Any], ...]]] = {}
 
 
 class Account(BaseModel):
