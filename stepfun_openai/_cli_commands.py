@@ -550,16 +550,8 @@ def _batch(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
             )
         except batch.BatchInterrupted as exc:
-            done = exc.result
-            command = shlex.join(["stepfun-openai", *sys.argv[1:]]) if sys.argv[1:] else "the same command"
-            raise KeyboardInterrupt(
-                f"interrupted: {done.succeeded} of {done.total} images done and recorded in {manifest}; "
-                f"resume with: {command}"
-            ) from None
-    print(_command_line_text(result.summary()))  # the reasons of the jobs not done, as the CLI can act
-    if result.stopped:
-        return EXIT_FAILED
-    return EXIT_OK if result.ok else EXIT_FAILED
+            raise _interrupted(exc.result, manifest) from None
+    return _finished(result)
 
 
 def _with_endpoint_models(jobs: list[Any], args: argparse.Namespace) -> list[Any]:
@@ -628,13 +620,21 @@ def _batch_distributed(
         except ImportError as exc:  # Ray or fsspec missing: the message names the extra
             raise _UsageError(str(exc)) from None
         except batch.BatchInterrupted as exc:
-            done = exc.result
-            command = shlex.join(["stepfun-openai", *sys.argv[1:]]) if sys.argv[1:] else "the same command"
-            raise KeyboardInterrupt(
-                f"interrupted: {done.succeeded} of {done.total} images done and recorded in {args.out}; "
-                f"resume with: {command}"
-            ) from None
-    print(result.summary())
+            raise _interrupted(exc.result, args.out) from None
+    return _finished(result)
+
+
+def _interrupted(done: Any, record: object) -> KeyboardInterrupt:
+    """Ctrl-C in a batch: what was done, where it is recorded, and the command that resumes it."""
+    command = shlex.join(["stepfun-openai", *sys.argv[1:]]) if sys.argv[1:] else "the same command"
+    return KeyboardInterrupt(
+        f"interrupted: {done.succeeded} of {done.total} images done and recorded in {record}; resume with: {command}"
+    )
+
+
+def _finished(result: Any) -> int:
+    """A batch's summary (the reasons of the jobs not done, as the CLI can act on them), and its exit code."""
+    print(_command_line_text(result.summary()))
     if result.stopped:
         return EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED
