@@ -246,3 +246,10 @@ def test_the_cli_runs_a_batch_on_local_worker_processes(tmp_path: Path) -> None:
     assert len(list(out.glob("*.png"))) == 6 and len(list((out / "manifest.d").glob("*.jsonl"))) == 2
     again = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "6 finished in an earlier run" in again.stdout
+
+
+def test_a_workers_client_keeps_every_setting_of_the_callers() -> None:
+    client = StepFun(api_key="sk-recipe", base_url="http://127.0.0.1:9/v1", region="international", fan_out=False)
+    built = _ClientRecipe.of(client).build()
+    assert (built.region, built.fan_out, str(built.base_url)) == ("international", False, str(client.base_url))
+    client.close()

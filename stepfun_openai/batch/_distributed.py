@@ -53,6 +53,7 @@ from ._store import open_output
 if TYPE_CHECKING:
     from .._client import AsyncStepFun, StepFun
     from .._retry import RetryPolicy
+    from ..catalog import Region
     from ._writer import Commit
 
 __all__ = ["RAY_INSTALL_HINT", "Coordinator", "LeasedLimiter", "run_distributed"]
@@ -364,6 +365,8 @@ class _ClientRecipe:
     validate: bool
     stable_seed: bool
     fit: bool
+    region: Region | None
+    fan_out: bool
     default_headers: dict[str, str] | None
 
     @classmethod
@@ -382,6 +385,8 @@ class _ClientRecipe:
                 validate=source.validate,
                 stable_seed=source.stable_seed,
                 fit=source.fit,
+                region=source.region,
+                fan_out=source.fan_out,
                 default_headers=dict(source._custom_headers) or None,
             )
         finally:
@@ -399,6 +404,8 @@ class _ClientRecipe:
             validate=self.validate,
             stable_seed=self.stable_seed,
             fit=self.fit,
+            region=self.region,
+            fan_out=self.fan_out,
             default_headers=self.default_headers,
         )
 
