@@ -95,3 +95,45 @@ async def test_the_retired_model_warning_points_at_the_callers_line_async(async_
         await async_stepfun_client.images.generate(model="step-1x-medium", prompt="a cat", size="256x256")
     (warning,) = [w for w in caught if issubclass(w.category, DeprecationWarning)]
     assert warning.filename == __file__
+
+
+def test_an_answer_is_validated_by_pydantic_core_and_an_odd_one_constructed_as_the_sdk_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK builds the response through ``StepFunImagesResponse.build`` (its ModelBuilderProtocol):
+    a well-formed answer is validated in strict mode (fast), an odd one constructed as before, so the
+    response checks still name what is wrong."""
+    import httpx2
+    from openai._models import construct_type
+
+    from stepfun_openai import MalformedResponseError
+    from stepfun_openai.types import StepFunImagesResponse
+
+    from ._mock import Recorder, ok_body
+
+    built: list[str] = []
+    original = StepFunImagesResponse.model_validate
+
+    def counting(data: Any, **kwargs: Any) -> Any:
+        built.append("validated" if kwargs.get("strict") else "other")
+        return original(data, **kwargs)
+
+    monkeypatch.setattr(StepFunImagesResponse, "model_validate", counting)
+    recorder = Recorder()
+    client = StepFun(
+        api_key="k", base_url="http://stepfun.test/v1", http_client=httpx2.Client(transport=recorder.transport)
+    )
+    response = client.images.generate(model="step-image-edit-2", prompt="a cat", response_format="b64_json")
+    assert built == ["validated"]
+    assert response.data is not None and response.data[0].seed == 42 and response.trace_id == "t-1"
+    assert response.data[0].read()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Not strictly valid (a seed as a word): constructed, then refused by name, as before.
+    odd = ok_body(seed="seven")
+    assert isinstance(StepFunImagesResponse.build(response=None, data=odd).data[0].seed, str)  # type: ignore[index]
+    assert StepFunImagesResponse.build(response=None, data=odd) == construct_type(
+        type_=StepFunImagesResponse, value=odd
+    )
+    recorder.answer = lambda request: httpx2.Response(200, json=odd)
+    with pytest.raises(MalformedResponseError, match=r"data\[0\]\.seed is not an integer"):
+        client.with_options(max_retries=0).images.generate(model="step-image-edit-2", prompt="a cat")
