@@ -195,10 +195,11 @@ def set_text(png: bytes, keyword: str, text: str) -> bytes:
         raise ValueError("not a PNG (no IHDR chunk after the signature)")
     source = _in_memory(png)
     old = [chunk for chunk in _walk(source) if chunk.kind in TEXT_KINDS and _keyword(source, chunk) == keyword]
-    parts = [png[:_IHDR_END], itxt_chunk(keyword, text)]
+    view = memoryview(png)  # slices of a view are not copies: the image is copied once, by join
+    parts: list[bytes | memoryview] = [view[:_IHDR_END], itxt_chunk(keyword, text)]
     pos = _IHDR_END
     for chunk in old:
-        parts.append(png[pos : chunk.start])
+        parts.append(view[pos : chunk.start])
         pos = chunk.end
-    parts.append(png[pos:])
+    parts.append(view[pos:])
     return b"".join(parts)

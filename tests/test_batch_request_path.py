@@ -126,6 +126,31 @@ async def test_finished_jobs_are_committed_in_groups_with_one_manifest_fsync_eac
     assert len(lines) == 40 and all((tmp_path / json.loads(line)["file"]).is_file() for line in lines)
 
 
+async def test_files_are_created_off_the_event_loop(
+    stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a file waits for the journal while a sync runs (about 130 us here instead of 19):
+    every file system call of a commit is the writer thread's, none the event loop's."""
+    import threading
+
+    from stepfun_openai.batch import _writer
+
+    threads: list[str] = []
+    original = _writer.write_temps
+
+    def recording(files: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(files)
+
+    monkeypatch.setattr(_writer, "write_temps", recording)
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    jobs = [{"prompt": f"a cat {i}", "model": "step-2x-large", "size": "256x256"} for i in range(12)]
+    result = await batch.arun(jobs, out=tmp_path, client=client, concurrency=4, rpm=None, progress=False)
+    await client.close()
+    assert result.succeeded == 12 and threads
+    assert all(name.startswith("stepfun-batch-sync") for name in threads), threads
+
+
 async def test_a_write_error_stops_the_batch_and_is_raised_and_no_line_vouches_for_a_missing_file(
     stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

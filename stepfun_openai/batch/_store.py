@@ -180,12 +180,6 @@ class StoreWriter(GroupWriter):
         super().__init__(shard, out, **options)
         self._fs = shard._fs
 
-    def _stage(self, group: _Group, files: list[tuple[Path, bytes]]) -> None:
-        group.files = files  # nothing to write ahead: a put is whole or absent
-
-    def _discard(self, group: _Group) -> None:
-        group.files = []
-
     def _put(self, files: list[tuple[Path, bytes]]) -> None:
         if files:
             self._fs.pipe({path.as_posix(): data for path, data in files})

@@ -8,10 +8,12 @@ place, the directory synced, then the group's manifest lines appended with one w
 fsync. So a line is only written once its files are complete and durable: a crash leaves either
 no line (the job runs again on resume) or a line whose files are whole.
 
-Threads: serialising and writing to the page cache run on the event loop; the syncs, the renames
-and the manifest append run on a worker thread, one hand-off a group (each round trip through a
-busy loop costs the waiting jobs a loop iteration). The CPU work (decoding, serialising) stays on
-the loop: on a thread it would hold the GIL against the loop.
+Threads: serialising runs on the event loop; every system call (creating and writing the files,
+the syncs, the renames and the manifest append) runs on a worker thread, one hand-off a group
+(each round trip through a busy loop costs the waiting jobs a loop iteration). Creating a file on
+the loop cost about 130 us while a sync was running (it waits for the journal), 19 us otherwise.
+The CPU work (decoding, serialising) stays on the loop: on a thread it would hold the GIL against
+the loop.
 
 Bounded: a group holds at most ``max_group`` jobs; images are decoded once, on the event loop,
 and released once written.
@@ -59,7 +61,7 @@ class _Group:
     commits: list[Commit]
     temps: list[tuple[Path, Path]] = field(default_factory=list)
     files: list[tuple[Path, bytes]] = field(default_factory=list)
-    """The files themselves, where the store takes them whole (``_store.StoreWriter``)."""
+    """The files to write (names and bytes), until the sync thread has written them."""
     durable: bool = False
     """Its lines are in the manifest (set by the sync thread)."""
 
@@ -164,7 +166,8 @@ class GroupWriter:
             try:
                 files = [file for commit in group.commits for file in self._files_of(commit)]
                 text = self._manifest.lines([commit.event for commit in group.commits])
-                self._stage(group, files)
+                # Only handed over: creating a file waits for the journal while a sync runs (the thread's).
+                group.files = files
             except BaseException as exc:
                 self._fail(exc, group.commits)
                 return
@@ -186,12 +189,10 @@ class GroupWriter:
 
     # -- where the files go: a local folder here (``_store.StoreWriter``: any fsspec location) --
 
-    def _stage(self, group: _Group, files: list[tuple[Path, bytes]]) -> None:
-        """On the event loop: the group's files written to temporary names (to the page cache)."""
-        group.temps = write_temps(files)
-
     def _discard(self, group: _Group) -> None:
+        group.files = []
         discard_temps(group.temps)
+        group.temps = []
 
     def _write_now(self, files: list[tuple[Path, bytes]], text: str) -> None:
         """Files then lines, durably, on the calling thread (``close``)."""
@@ -199,8 +200,10 @@ class GroupWriter:
         self._manifest.append_lines(text)
 
     def _make_durable(self, group: _Group, text: str) -> None:
-        """On a worker thread: the group's files synced and renamed into place, the renames
-        synced, then its lines appended (and synced) to the manifest."""
+        """On a worker thread: the group's files written to temporary names, synced and renamed
+        into place, the renames synced, then its lines appended (and synced) to the manifest."""
+        group.temps = write_temps(group.files)
+        group.files = []
         sync_temps(group.temps)
         directories = claim_temps(group.temps)
         group.temps = []
