@@ -598,6 +598,23 @@ def _batch_distributed(
         raise _UsageError(
             "--manifest does not apply with --workers/--ray: each worker keeps a shard in OUT/manifest.d/"
         )
+    # Budgets, estimates and the balance check are the one-process batch's: a budget the workers
+    # would not keep must not look kept.
+    money = [
+        flag
+        for flag, given in (
+            ("--max-spend", args.max_spend is not None),
+            ("--dry-run", args.dry_run),
+            ("--allow-partial", args.allow_partial),
+        )
+        if given
+    ]
+    if money:
+        raise _UsageError(
+            f"{' and '.join(money)} {'does' if len(money) == 1 else 'do'} not apply with --workers/--ray yet: "
+            "the workers share the account's "
+            "limits but not a budget. Run without --workers/--ray to spend at most --max-spend (or to estimate)"
+        )
     workers = 2 if args.workers is None else args.workers
     if workers < 1:
         raise _UsageError(f"--workers must be a positive integer, got {workers}")

@@ -253,3 +253,19 @@ def test_a_workers_client_keeps_every_setting_of_the_callers() -> None:
     built = _ClientRecipe.of(client).build()
     assert (built.region, built.fan_out, str(built.base_url)) == ("international", False, str(client.base_url))
     client.close()
+
+
+@pytest.mark.parametrize("flags", [["--max-spend", "1"], ["--dry-run"], ["--allow-partial"]])
+def test_the_cli_refuses_a_budget_the_workers_would_not_keep(
+    tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stepfun_openai.cli import main
+
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("a lighthouse\n")
+    out = tmp_path / "o"
+    code = main(["batch", str(jobs), "--out", str(out), "--emulator", "--workers", "2", *flags])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert flags[0] in error and "does not apply with --workers/--ray" in error
+    assert not out.exists() or not any(out.iterdir())  # nothing sent, nothing written
