@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import textwrap
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepfun_openai import StepFun, StepFunValidationError, StyleReference
+from stepfun_openai import StepFun, StepFunValidationError, StyleReference, batch
 from stepfun_openai._inputs import MAX_INPUT_BYTES
 
 from ._hostile import run_bounded, within
@@ -685,3 +686,50 @@ async def test_hostile_jsonl_lines_are_invalid_jobs_and_the_batch_goes_on(tmp_pa
     assert [json.loads(request.content)["prompt"] for request in recorder.requests] == ["a fine cat"]
     events = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert sorted(event["status"] for event in events) == ["invalid"] * len(lines) + ["succeeded"]
+
+
+# -- the jobs file ----------------------------------------------------------------------------------
+
+
+def test_a_jobs_file_without_line_ends_is_refused_without_reading_it_whole() -> None:
+    """``/dev/zero`` as a jobs file: refused at the first line's cap, in bounded memory and time
+    (before, the whole file was read into memory)."""
+    source = (
+        "from stepfun_openai import batch\n"
+        "try:\n"
+        "    batch.load_jobs('/dev/zero')\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = run_bounded(source, seconds=60, memory_mb=1024)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: /dev/zero:1: a line of more than" in done.stdout
+
+
+def test_a_jobs_file_is_read_line_by_line_within_its_caps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from stepfun_openai.batch import _jobs
+
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("a red fox\r\n\n# a comment\na blue fox\n")
+    assert [job.params["prompt"] for job in batch.load_jobs(jobs)] == ["a red fox", "a blue fox"]
+    monkeypatch.setattr(_jobs, "MAX_JOBS_FILE_BYTES", 15)
+    with pytest.raises(ValueError, match=r"jobs.txt: more than 15 bytes of jobs: split it"):
+        batch.load_jobs(jobs)
+    monkeypatch.setattr(_jobs, "MAX_JOB_LINE_BYTES", 5)
+    with pytest.raises(ValueError, match=r"jobs.txt:1: a line of more than 5 bytes"):
+        batch.load_jobs(jobs)
+
+
+def test_jobs_can_come_from_a_pipe(tmp_path: Path) -> None:
+    fifo = tmp_path / "jobs.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "w") as writer:
+            writer.write("a lighthouse\na harbour\n")
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    loaded = within(10, lambda: batch.load_jobs(fifo))
+    feeder.join(5)
+    assert [job.params["prompt"] for job in loaded] == ["a lighthouse", "a harbour"]

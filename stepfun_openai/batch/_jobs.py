@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from .. import catalog
 from .._cost import Cost
 from .._exceptions import StepFunValidationError
-from .._inputs import open_image_file, read_bounded
+from .._inputs import MAX_INPUT_BYTES, open_image_file, read_bounded
 from .._urls import is_data_url, is_http_url
 
 __all__ = ["DEFAULT_MODELS", "Job", "JobEndpoint", "content_id", "load_jobs"]
@@ -122,9 +123,7 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
     records it as ``invalid`` and runs the others.
     """
     source = Path(path)
-    # Bytes that are not UTF-8 become lone surrogates: that line's job is refused, not the file.
-    text = source.read_text(encoding="utf-8", errors="surrogateescape")
-    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
+    lines = [(number, line.strip()) for number, line in _read_lines(source)]
     lines = [(number, line) for number, line in lines if line]
     is_jsonl = source.suffix.lower() in (".jsonl", ".ndjson") or (bool(lines) and lines[0][1].startswith("{"))
     jobs: list[Job] = []
@@ -149,6 +148,36 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
             continue
         jobs.append(_resolve_paths(job, source.parent))
     return jobs
+
+
+MAX_JOBS_FILE_BYTES = 1024 * 1024 * 1024
+"""The most a jobs file is read to (1 GiB: millions of jobs; a job's images go by path or URL)."""
+MAX_JOB_LINE_BYTES = MAX_INPUT_BYTES * 4 // 3 + 64 * 1024
+"""The longest line a jobs file may have: one job with the largest inline image (base64) there is."""
+
+
+def _read_lines(source: Path) -> Iterable[tuple[int, str]]:
+    """``(number, line)`` of ``source``, read line by line within :data:`MAX_JOB_LINE_BYTES` a line
+    and :data:`MAX_JOBS_FILE_BYTES` in all (a pipe such as ``/dev/stdin`` works; ``/dev/zero`` or
+    a runaway file is refused, never read into memory whole). Bytes that are not UTF-8 become lone
+    surrogates: that line's job is refused, not the file."""
+    total = 0
+    with open(source, "rb") as handle:
+        for number in itertools.count(1):
+            raw = handle.readline(MAX_JOB_LINE_BYTES + 1)
+            if not raw:
+                return
+            total += len(raw)
+            if len(raw) > MAX_JOB_LINE_BYTES:
+                raise ValueError(
+                    f"{source}:{number}: a line of more than {MAX_JOB_LINE_BYTES:,} bytes: not a jobs file "
+                    "(one job a line; give large images by path or URL)"
+                )
+            if total > MAX_JOBS_FILE_BYTES:
+                raise ValueError(
+                    f"{source}: more than {MAX_JOBS_FILE_BYTES:,} bytes of jobs: split it into several batches"
+                )
+            yield number, raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
 
 
 def _invalid_line(source: Path, number: int, line: str, reason: str) -> Job:
