@@ -211,7 +211,16 @@ def validate_request(
     if "size" in body:
         _check_size(body["size"], spec, model, endpoint)
     if "n" in body and (isinstance(body["n"], bool) or body["n"] != 1):
-        _fail("n", body["n"], "1 (StepFun generates one image per request)", model, endpoint)
+        # Not "pass validate=False": StepFun itself refuses n != 1. Fanning out is the way to more.
+        _fail(
+            "n",
+            body["n"],
+            "1 (StepFun generates one image per request)",
+            model,
+            endpoint,
+            "For n images, a client built with fan_out=True (the default) sends n requests at once (n <= 10)",
+            skippable=False,
+        )
     if "response_format" in body and body["response_format"] not in ("url", "b64_json"):
         _fail("response_format", body["response_format"], "'url' or 'b64_json'", model, endpoint)
     if "seed" in body:

@@ -103,6 +103,8 @@ def test_fan_out_off_refuses_n_before_sending(stepfun_emulator: Emulator) -> Non
     with pytest.raises(StepFunValidationError) as caught:
         client.images.generate(prompt="a fox", model="step-image-edit-2", n=2)
     assert caught.value.param == "n"
+    # StepFun itself refuses n != 1: the way to n images is fanning out, never validate=False.
+    assert "fan_out=True" in str(caught.value) and "validate=False" not in str(caught.value)
     with pytest.raises(StepFunValidationError, match=r"1\.\.10"):
         StepFun(api_key=KEY, base_url=stepfun_emulator.base_url).images.generate(
             prompt="a fox", model="step-image-edit-2", n=11
