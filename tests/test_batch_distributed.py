@@ -116,6 +116,31 @@ async def test_a_worker_has_at_most_four_leases_on_their_way() -> None:
     assert len(await asyncio.wait_for(asyncio.gather(*tasks), 5)) == 10  # the rest were asked for in one
 
 
+async def test_what_one_turn_of_the_loop_asks_and_frees_goes_in_one_call_each() -> None:
+    """Requests that want a slot in the same turn of the event loop share one lease, and slots freed
+    in the same turn one report: a call each cost the coordinator (0.42 calls a job before, at 900
+    jobs/s on two workers), with no delay added (the call goes at the end of that turn)."""
+    from stepfun_openai.batch import _distributed
+
+    calls: list[tuple[str, int]] = []
+
+    async def call(method: str, worker: str, *args: Any) -> Any:
+        calls.append((method, args[0]))  # a lease's want, a report's slots released
+        if method == "lease":
+            return time.monotonic(), [time.monotonic()] * args[0]
+        return None
+
+    limiter = _distributed.LeasedLimiter(call, "w0", Limits(100, None))
+    slots = await asyncio.wait_for(asyncio.gather(*(limiter.acquire() for _ in range(10))), 5)
+    assert len(slots) == 10 and calls == [("lease", 10)]
+    for _ in range(10):
+        limiter.release()
+    for _ in range(20):  # a few turns: the report's task, then its call
+        await asyncio.sleep(0)
+    assert calls == [("lease", 10), ("report", 10)]
+    await limiter.close()
+
+
 def _shard_run(emulator: Any, out: str, prompts: list[str], limits: Limits, name: str = "s0") -> batch.BatchResult:
     """One worker's loop in this process, leasing from an in-process coordinator."""
     client = StepFun(api_key=emulator.api_key, base_url=emulator.base_url)

@@ -224,6 +224,9 @@ class LeasedLimiter:
         self._successes = 0
         self._limited: list[dict[str, Any]] = []
         self._done: collections.Counter[str] = collections.Counter()
+        self._lease_due = False
+        self._report_due = False
+        """A lease or a report is due at the end of this turn of the event loop."""
         self.error: BaseException | None = None
         """Why the coordinator could not be reached (the worker stops)."""
 
@@ -274,15 +277,23 @@ class LeasedLimiter:
         """Send what is not yet reported (the slots released above all)."""
         await asyncio.gather(*self._leases, return_exceptions=True)
         while self._reports or (self.error is None and self._pending()):
-            self._kick_report()
+            self._send_report()
             await asyncio.gather(*self._reports, return_exceptions=True)
 
     # -- the calls: a few leases and a few reports on their way --
 
     def _kick_lease(self) -> None:
+        """:meth:`_send_lease` at the end of this turn of the event loop: the requests that wait
+        for a slot by then go in one lease (a call each would cost the coordinator a call each)."""
+        if not self._lease_due:
+            self._lease_due = True
+            asyncio.get_running_loop().call_soon(self._send_lease)
+
+    def _send_lease(self) -> None:
         """A lease for the waiting requests no lease has asked for yet, if fewer than
         :data:`LEASES_IN_FLIGHT` are on their way (one at a time, a worker would get slots at most
         once a round trip, whatever the account frees meanwhile)."""
+        self._lease_due = False
         if self.error is not None or len(self._leases) >= LEASES_IN_FLIGHT:
             return
         want = sum(1 for waiter in self._waiters if not waiter.done()) - self._asked
@@ -318,9 +329,18 @@ class LeasedLimiter:
         return bool(self._released or self._successes or self._limited or self._done)
 
     def _kick_report(self) -> None:
+        """:meth:`_send_report` at the end of this turn of the event loop: what the jobs of this
+        turn freed and counted goes in one report, with no delay (a freed slot is someone's next
+        request)."""
+        if not self._report_due:
+            self._report_due = True
+            asyncio.get_running_loop().call_soon(self._send_report)
+
+    def _send_report(self) -> None:
         """A report now if a slot or a 429 waits to be told and fewer than
         :data:`REPORTS_IN_FLIGHT` are on their way (a freed slot is someone's next request);
         counts alone (successes, progress) wait for the next."""
+        self._report_due = False
         if self.error is not None or not self._pending():
             return
         urgent = self._released or self._limited
