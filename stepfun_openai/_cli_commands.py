@@ -612,8 +612,8 @@ def _batch_distributed(
     if money:
         raise _UsageError(
             f"{' and '.join(money)} {'does' if len(money) == 1 else 'do'} not apply with --workers/--ray yet: "
-            "the workers share the account's "
-            "limits but not a budget. Run without --workers/--ray to spend at most --max-spend (or to estimate)"
+            "the workers share the account's limits but not a budget. Run without --workers/--ray to "
+            "spend at most --max-spend (or to estimate)"
         )
     workers = 2 if args.workers is None else args.workers
     if workers < 1:

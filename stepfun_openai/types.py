@@ -9,7 +9,7 @@ from typing import Any, List, Literal, Optional, Union
 from openai import BaseModel
 from openai.types import Image as _OpenAIImage
 from openai.types import ImagesResponse as _OpenAIImagesResponse
-from pydantic import PrivateAttr, ValidationError, model_validator
+from pydantic import PrivateAttr, model_validator
 
 from ._cost import Cost
 from ._input_types import ImageInput, StyleReference
@@ -114,7 +114,7 @@ class StepFunImagesResponse(ImagesResultMixin, _OpenAIImagesResponse):
         what is wrong (a ``MalformedResponseError``) instead of a pydantic error."""
         try:
             return cls.model_validate(data, strict=True)
-        except (ValidationError, TypeError, ValueError, RecursionError):
+        except (ValueError, TypeError, RecursionError):  # a pydantic ValidationError is a ValueError
             from openai._models import construct_type
 
             # Not always a model (a JSON list stays a list): finish_images_response refuses it by name.
