@@ -141,6 +141,72 @@ async def test_what_one_turn_of_the_loop_asks_and_frees_goes_in_one_call_each() 
     await limiter.close()
 
 
+def test_the_coordinator_lets_each_worker_keep_its_share_while_nothing_is_paced() -> None:
+    coordinator = Coordinator(Limits(6, None))
+    try:
+        assert len(coordinator.lease("a", 4)[1]) == 4
+        assert coordinator.report("a", 0, 0, [], {}) == 6  # alone: the whole account
+        assert len(coordinator.lease("b", 4)[1]) == 2
+        assert coordinator.report("a", 0, 0, [], {}) == 3  # two hold slots: half each
+        coordinator.report("b", 2, 0, [], {})
+        assert coordinator.report("a", 0, 0, [], {}) == 6  # b holds none and waits for none
+        limited = [{"kind": "concurrency", "limit": None, "retry_after": 0.3, "sent_at": None}]
+        assert coordinator.report("a", 0, 0, limited, {}) == 0  # a 429: every slot through the coordinator
+        time.sleep(0.35)
+        assert coordinator.report("a", 0, 0, [], {}) == 5  # the pause is over; the cap came down by one
+    finally:
+        coordinator.close()
+    paced = Coordinator(Limits(6, 600))
+    try:
+        paced.lease("a", 1)
+        assert paced.report("a", 0, 0, [], {}) == 0  # an RPM to pace: each send is booked there
+    finally:
+        paced.close()
+
+
+async def test_a_slot_freed_within_the_workers_share_goes_straight_to_its_next_request() -> None:
+    """Two calls to the coordinator saved a job, and the slot's round trip: at 32 in flight and
+    200 ms answers two workers kept 0.93 of the limit busy when every slot went through it."""
+    from stepfun_openai.batch import _distributed
+
+    calls: list[tuple[str, int]] = []
+    lease_answers = asyncio.Event()
+
+    async def call(method: str, worker: str, *args: Any) -> Any:
+        calls.append((method, args[0]))  # a lease's want, a report's slots released
+        if method == "lease":
+            if len(calls) > 1:
+                await lease_answers.wait()
+            return time.monotonic(), [time.monotonic()] * args[0]
+        return 2  # the coordinator's answer: this worker's share
+
+    limiter = _distributed.LeasedLimiter(call, "w0", Limits(4, None))
+    await asyncio.wait_for(asyncio.gather(limiter.acquire(), limiter.acquire(), limiter.acquire()), 5)
+    limiter.release()  # the share is not known yet: told to the coordinator, which answers 2
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert calls == [("lease", 3), ("report", 1)]
+    waiting = asyncio.create_task(limiter.acquire())
+    for _ in range(5):  # it waits; its lease is on its way (and is not answered yet)
+        await asyncio.sleep(0)
+    assert not waiting.done() and calls[-1] == ("lease", 1)
+    limiter.release()  # 2 held, a share of 2: the slot goes to the waiting request, no call
+    await asyncio.wait_for(waiting, 1)
+    lease_answers.set()  # the lease brings a slot nobody waits for: 3 held, over the share
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert calls[-1] == ("report", 1)
+    limiter.on_rate_limited(kind="concurrency", limit=None)
+    second = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    limiter.release()  # after a 429, every slot goes back through the coordinator
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert calls[-2:] == [("lease", 1), ("report", 1)] or calls[-2:] == [("report", 1), ("lease", 1)]
+    await asyncio.wait_for(second, 1)
+    await limiter.close()
+
+
 def _shard_run(emulator: Any, out: str, prompts: list[str], limits: Limits, name: str = "s0") -> batch.BatchResult:
     """One worker's loop in this process, leasing from an in-process coordinator."""
     client = StepFun(api_key=emulator.api_key, base_url=emulator.base_url)
@@ -197,25 +263,28 @@ import json, sys
 from stepfun_openai import StepFun, batch
 
 if __name__ == "__main__":
-    base_url, out = sys.argv[1], sys.argv[2]
+    base_url, out, rpm = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     with StepFun(api_key="key", base_url=base_url) as client:
         result = batch.run_distributed(
             [f"a harbour, take {n}" for n in range(16)], out=out, workers=2, ray=False, client=client,
-            concurrency=2, rpm=1200, progress=False,
+            concurrency=2, rpm=rpm, progress=False,
         )
     print(json.dumps({"succeeded": result.succeeded, "stopped": result.stopped}))
 """
 
 
 @pytest.mark.stepfun_emulator(concurrency=2, latency=0.05)
-def test_local_processes_share_one_limit_when_ray_is_not_there(tmp_path: Path, stepfun_emulator: Any) -> None:
+@pytest.mark.parametrize("rpm", [1200, None], ids=["paced", "unpaced: each worker keeps its share"])
+def test_local_processes_share_one_limit_when_ray_is_not_there(
+    tmp_path: Path, stepfun_emulator: Any, rpm: int | None
+) -> None:
     import subprocess
 
     script = tmp_path / "driver.py"  # spawned processes import the driver's main module: a real file
     script.write_text(_PROCESS_SCRIPT)
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, str(script), stepfun_emulator.base_url, str(out)],
+        [sys.executable, str(script), stepfun_emulator.base_url, str(out), json.dumps(rpm)],
         capture_output=True,
         text=True,
         timeout=120,

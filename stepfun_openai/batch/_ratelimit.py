@@ -210,6 +210,11 @@ class AdaptiveLimiter:
         self._remember(at)
         return at
 
+    def steady(self) -> bool:
+        """No RPM to pace, no pause after a 429 and no drain under a lowered cap: a slot freed may
+        go straight to the next request (a distributed batch's workers then keep their share)."""
+        return self.rpm is None and not self._draining and self._paused_until <= self._clock()
+
     def release(self) -> None:
         """The request finished (whatever its outcome); its concurrency slot is free."""
         self._in_flight -= 1
