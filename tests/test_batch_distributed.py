@@ -207,6 +207,26 @@ async def test_a_slot_freed_within_the_workers_share_goes_straight_to_its_next_r
     await limiter.close()
 
 
+async def test_counts_alone_are_reported_every_so_often_and_all_of_them_by_the_end() -> None:
+    from types import SimpleNamespace
+
+    from stepfun_openai.batch import _distributed
+
+    reported: list[dict[str, int]] = []
+
+    async def call(method: str, worker: str, *args: Any) -> Any:
+        reported.append(args[3])  # the jobs committed since the last report
+        return 0
+
+    limiter = _distributed.LeasedLimiter(call, "w0", Limits(4, None))
+    for _ in range(20):  # a group committed every 10 ms for 0.2 s
+        limiter.committed([SimpleNamespace(event={"status": "succeeded"})])  # type: ignore[list-item]
+        await asyncio.sleep(0.01)
+    assert 2 <= len(reported) <= 6  # one at once, then one each REPORT_EVERY (0.05 s), not 20
+    await limiter.close()
+    assert sum(counts.get("committed", 0) for counts in reported) == 20
+
+
 def _shard_run(emulator: Any, out: str, prompts: list[str], limits: Limits, name: str = "s0") -> batch.BatchResult:
     """One worker's loop in this process, leasing from an in-process coordinator."""
     client = StepFun(api_key=emulator.api_key, base_url=emulator.base_url)

@@ -14,7 +14,8 @@ batch) and every worker leases from it:
   sees a call per block, not per request;
 - the worker reports back, a few calls on their way (what comes meanwhile goes in one): the slots it
   released, its successes, its 429s (with the booked time, so a stale 429 is told from a new
-  one) and the jobs it committed (the driver's progress bar);
+  one) and the jobs it committed (the driver's progress bar); freed slots and 429s at once,
+  counts alone every :data:`REPORT_EVERY` seconds at most;
 - while nothing is paced (no RPM, no pause after a 429), each report's answer tells the worker
   its share of the account's concurrency (the cap over the workers holding or waiting for
   slots): a slot freed within its share goes straight to the worker's next request, with no call
@@ -74,6 +75,9 @@ LEASES_IN_FLIGHT = 4
 REPORTS_IN_FLIGHT = 4
 """Reports a worker may have on their way at once: a freed slot is told at once, not after the
 report before it (one at a time, reports batch themselves but a freed slot waits a round trip)."""
+REPORT_EVERY = 0.05
+"""Seconds at least between two reports that carry only counts (successes, progress; the share
+comes back with each): what frees a slot or tells a 429 goes at once."""
 CALL_TIMEOUT = 60.0
 """Seconds a call to the coordinator may take before the worker gives up on it (stops)."""
 WORKER_START_TIMEOUT = 300.0
@@ -257,6 +261,8 @@ class LeasedLimiter:
         """Bumped by each 429: an answer to a report sent before it does not restore ``_keep``."""
         self._offset = 0.0
         """The coordinator's clock minus ours (a kept slot's send time is told on its clock)."""
+        self._last_report = -float("inf")
+        self._report_timer: asyncio.TimerHandle | None = None
         self._lease_due = False
         self._report_due = False
         """A lease or a report is due at the end of this turn of the event loop."""
@@ -321,8 +327,10 @@ class LeasedLimiter:
     async def close(self) -> None:
         """Send what is not yet reported (the slots released above all)."""
         await asyncio.gather(*self._leases, return_exceptions=True)
+        if self._report_timer is not None:
+            self._report_timer.cancel()
         while self._reports or (self.error is None and self._pending()):
-            self._send_report()
+            self._send_report(now=True)
             await asyncio.gather(*self._reports, return_exceptions=True)
 
     # -- the calls: a few leases and a few reports on their way --
@@ -383,18 +391,33 @@ class LeasedLimiter:
             self._report_due = True
             asyncio.get_running_loop().call_soon(self._send_report)
 
-    def _send_report(self) -> None:
+    def _send_report(self, now: bool = False) -> None:
         """A report now if a slot or a 429 waits to be told and fewer than
         :data:`REPORTS_IN_FLIGHT` are on their way (a freed slot is someone's next request);
-        counts alone (successes, progress) wait for the next."""
+        counts alone (successes, progress) wait for the report on its way and
+        :data:`REPORT_EVERY` seconds after the last (unless ``now``: the worker is ending)."""
         self._report_due = False
         if self.error is not None or not self._pending():
             return
-        urgent = self._released or self._limited
-        if (urgent and len(self._reports) < REPORTS_IN_FLIGHT) or not self._reports:
-            task = asyncio.create_task(self._report())
-            self._reports.add(task)
-            task.add_done_callback(self._reported)
+        if self._released or self._limited:
+            if len(self._reports) >= REPORTS_IN_FLIGHT:
+                return
+        elif self._reports:
+            return
+        elif not now:
+            wait = self._last_report + REPORT_EVERY - time.monotonic()
+            if wait > 0:
+                if self._report_timer is None:
+                    self._report_timer = asyncio.get_running_loop().call_later(wait, self._report_time)
+                return
+        self._last_report = time.monotonic()
+        task = asyncio.create_task(self._report())
+        self._reports.add(task)
+        task.add_done_callback(self._reported)
+
+    def _report_time(self) -> None:
+        self._report_timer = None
+        self._send_report()
 
     def _reported(self, task: asyncio.Task[None]) -> None:
         self._reports.discard(task)
