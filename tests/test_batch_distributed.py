@@ -227,6 +227,45 @@ async def test_counts_alone_are_reported_every_so_often_and_all_of_them_by_the_e
     assert sum(counts.get("committed", 0) for counts in reported) == 20
 
 
+async def test_a_worker_keeps_an_unused_slot_of_its_share_for_its_next_request_and_no_more() -> None:
+    from stepfun_openai.batch import _distributed
+
+    calls: list[tuple[str, int]] = []
+    share = 3
+
+    async def call(method: str, worker: str, *args: Any) -> Any:
+        calls.append((method, args[0]))  # a lease's want, a report's slots released
+        if method == "lease":
+            return time.monotonic(), [time.monotonic()] * args[0]
+        return share
+
+    async def turns() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    limiter = _distributed.LeasedLimiter(call, "w0", Limits(4, None))
+    await asyncio.wait_for(asyncio.gather(*(limiter.acquire() for _ in range(4))), 5)
+    limiter.release()  # the share is not known yet: back to the coordinator, which answers 3
+    await turns()
+    assert calls == [("lease", 4), ("report", 1)]
+    limiter.release()  # nobody waits: kept for the next request (3 held, a share of 3)
+    await turns()
+    await asyncio.wait_for(limiter.acquire(), 1)  # at once, from the kept slot: no lease
+    assert calls == [("lease", 4), ("report", 1)]
+    limiter.release()
+    limiter.release()  # 3 held, 2 of them unused
+    share = 1
+    limiter.committed([])  # a report, whose answer lowers the share to 1
+    await asyncio.sleep(0.1)
+    await turns()
+    assert calls[2:] == [("report", 0), ("report", 2)]  # the 2 unused slots past the share went back
+    limiter.release()  # the last one in use: within the share, kept
+    await asyncio.sleep(0.1)
+    assert calls[-1] == ("report", 2)
+    await limiter.close()
+    assert calls[-1] == ("report", 1), calls  # and the last, kept for nothing, when the worker ends
+
+
 def _shard_run(emulator: Any, out: str, prompts: list[str], limits: Limits, name: str = "s0") -> batch.BatchResult:
     """One worker's loop in this process, leasing from an in-process coordinator."""
     client = StepFun(api_key=emulator.api_key, base_url=emulator.base_url)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import os
 import queue
 import secrets
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     from ._writer import Commit
 
 __all__ = ["RAY_INSTALL_HINT", "Coordinator", "LeasedLimiter", "run_distributed"]
+
+log = logging.getLogger("stepfun_openai")
 
 RAY_INSTALL_HINT = "pip install 'stepfun-openai[ray]'"
 LEASE_WAIT = 2.0
@@ -255,8 +258,11 @@ class LeasedLimiter:
         self._held = 0
         """Slots the coordinator granted and was not told are free."""
         self._keep = 0
-        """How many of them a freed slot may go straight to a waiting request (the coordinator's
-        :meth:`Coordinator.share`, with each report's answer; none after a 429 until it answers)."""
+        """How many of them this worker may keep: a freed slot goes straight to a request waiting
+        here, or waits here for the next (the coordinator's :meth:`Coordinator.share`, with each
+        report's answer; none after a 429 until it answers)."""
+        self._free = 0
+        """Slots kept (within ``_keep``) that no request uses yet."""
         self._epoch = 0
         """Bumped by each 429: an answer to a report sent before it does not restore ``_keep``."""
         self._offset = 0.0
@@ -272,6 +278,9 @@ class LeasedLimiter:
     async def acquire(self) -> float:
         if self.error is not None:
             raise self.error
+        if self._free:
+            self._free -= 1
+            return time.monotonic() + self._offset
         waiter: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._kick_lease()
@@ -294,17 +303,31 @@ class LeasedLimiter:
 
     def release(self) -> None:
         if self._held <= self._keep and not self._limited and self.error is None:
-            # Within this worker's share: the slot goes straight to the next request waiting here
-            # (two calls to the coordinator saved, and a round trip of the slot's time).
+            # Within this worker's share: the slot goes straight to the next request waiting here,
+            # or waits here for the next (two calls to the coordinator saved, and a round trip of
+            # the slot's time).
             while self._waiters:
                 waiter = self._waiters.popleft()
                 if not waiter.done():
                     now = time.monotonic()
                     waiter.set_result((now, now + self._offset))
                     return
-        self._held -= 1
-        self._released += 1
+            self._free += 1
+            return
+        self._give_back(1)
+
+    def _give_back(self, slots: int) -> None:
+        self._held -= slots
+        self._released += slots
         self._kick_report()
+
+    def _set_keep(self, keep: int) -> None:
+        """A new share: kept slots past it that no request uses go back at once."""
+        self._keep = keep
+        over = min(self._free, self._held - keep)
+        if over > 0:
+            self._free -= over
+            self._give_back(over)
 
     def on_success(self) -> None:
         self._successes += 1
@@ -313,9 +336,9 @@ class LeasedLimiter:
         self, *, kind: str | None, limit: int | None, retry_after: float | None = None, sent_at: float | None = None
     ) -> None:
         self.rate_limited += 1
-        self._keep = 0  # every slot through the coordinator until it answers with the new limits
         self._epoch += 1
         self._limited.append({"kind": kind, "limit": limit, "retry_after": retry_after, "sent_at": sent_at})
+        self._set_keep(0)  # every slot through the coordinator until it answers with the new limits
         self._kick_report()
 
     def committed(self, group: list[Commit]) -> None:
@@ -329,6 +352,9 @@ class LeasedLimiter:
         await asyncio.gather(*self._leases, return_exceptions=True)
         if self._report_timer is not None:
             self._report_timer.cancel()
+        if self._free:  # the slots kept for requests that will not come
+            self._free, free = 0, self._free
+            self._give_back(free)
         while self._reports or (self.error is None and self._pending()):
             self._send_report(now=True)
             await asyncio.gather(*self._reports, return_exceptions=True)
@@ -411,7 +437,10 @@ class LeasedLimiter:
                     self._report_timer = asyncio.get_running_loop().call_later(wait, self._report_time)
                 return
         self._last_report = time.monotonic()
-        task = asyncio.create_task(self._report())
+        # What is to tell is taken now: a report started meanwhile must not tell it again.
+        counts = (self._released, self._successes, self._limited, dict(self._done), self._epoch)
+        self._released, self._successes, self._limited, self._done = 0, 0, [], collections.Counter()
+        task = asyncio.create_task(self._report(*counts))
         self._reports.add(task)
         task.add_done_callback(self._reported)
 
@@ -423,19 +452,18 @@ class LeasedLimiter:
         self._reports.discard(task)
         self._kick_report()  # what came meanwhile
 
-    async def _report(self) -> None:
-        released, successes, limited, done = self._released, self._successes, self._limited, self._done
-        self._released, self._successes, self._limited, self._done = 0, 0, [], collections.Counter()
-        epoch = self._epoch
+    async def _report(
+        self, released: int, successes: int, limited: list[dict[str, Any]], done: dict[str, int], epoch: int
+    ) -> None:
         try:
             keep = await asyncio.wait_for(
-                self._call("report", self._worker, released, successes, limited, dict(done)), CALL_TIMEOUT
+                self._call("report", self._worker, released, successes, limited, done), CALL_TIMEOUT
             )
         except Exception as exc:
             self._broken(exc)
         else:
             if isinstance(keep, int) and epoch == self._epoch:
-                self._keep = keep
+                self._set_keep(keep)
 
     def _broken(self, exc: BaseException) -> None:
         self.error = RuntimeError(f"the batch's coordinator cannot be reached ({type(exc).__name__}: {exc})")
@@ -852,6 +880,7 @@ def run_distributed(
         running = {shard.name for shard in shards}
         seen, skipped_ok = 0, result.succeeded
         started_all, stalled_since = False, time.monotonic()
+        done: dict[str, int] = {}
         while running:
             time.sleep(POLL_INTERVAL)
             if not started_all:
@@ -890,6 +919,12 @@ def run_distributed(
                     advance=committed - seen,
                 )
                 seen = committed
+        log.debug(
+            "the coordinator served %d leases and %d reports for %d jobs committed",
+            done.get("leases", 0),
+            done.get("reports", 0),
+            done.get("committed", 0),
+        )
     except KeyboardInterrupt:
         result.interrupted = True
         raise BatchInterrupted(result) from None
