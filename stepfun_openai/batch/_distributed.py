@@ -81,6 +81,9 @@ report before it (one at a time, reports batch themselves but a freed slot waits
 REPORT_EVERY = 0.05
 """Seconds at least between two reports that carry only counts (successes, progress; the share
 comes back with each): what frees a slot or tells a 429 goes at once."""
+KEEP_IDLE = 0.02
+"""Seconds a worker keeps a slot of its share that no request of its own takes: then it goes back
+(at the end of a worker's jobs, its slots serve the others at once, not when it ends)."""
 CALL_TIMEOUT = 60.0
 """Seconds a call to the coordinator may take before the worker gives up on it (stops)."""
 WORKER_START_TIMEOUT = 300.0
@@ -261,8 +264,10 @@ class LeasedLimiter:
         """How many of them this worker may keep: a freed slot goes straight to a request waiting
         here, or waits here for the next (the coordinator's :meth:`Coordinator.share`, with each
         report's answer; none after a 429 until it answers)."""
-        self._free = 0
-        """Slots kept (within ``_keep``) that no request uses yet."""
+        self._free: collections.deque[float] = collections.deque()
+        """Slots kept (within ``_keep``) that no request uses yet: when each was freed. One unused
+        for :data:`KEEP_IDLE` seconds goes back (the worker's jobs are running out)."""
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._epoch = 0
         """Bumped by each 429: an answer to a report sent before it does not restore ``_keep``."""
         self._offset = 0.0
@@ -279,7 +284,7 @@ class LeasedLimiter:
         if self.error is not None:
             raise self.error
         if self._free:
-            self._free -= 1
+            self._free.pop()
             return time.monotonic() + self._offset
         waiter: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -312,7 +317,9 @@ class LeasedLimiter:
                     now = time.monotonic()
                     waiter.set_result((now, now + self._offset))
                     return
-            self._free += 1
+            self._free.append(time.monotonic())
+            if self._idle_timer is None:
+                self._idle_timer = asyncio.get_running_loop().call_later(KEEP_IDLE, self._give_back_idle)
             return
         self._give_back(1)
 
@@ -324,10 +331,24 @@ class LeasedLimiter:
     def _set_keep(self, keep: int) -> None:
         """A new share: kept slots past it that no request uses go back at once."""
         self._keep = keep
-        over = min(self._free, self._held - keep)
+        over = min(len(self._free), self._held - keep)
         if over > 0:
-            self._free -= over
+            for _ in range(over):
+                self._free.popleft()
             self._give_back(over)
+
+    def _give_back_idle(self) -> None:
+        self._idle_timer = None
+        now, idle = time.monotonic(), 0
+        while self._free and self._free[0] <= now - KEEP_IDLE:
+            self._free.popleft()
+            idle += 1
+        if idle:
+            self._give_back(idle)
+        if self._free:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self._free[0] + KEEP_IDLE - now, self._give_back_idle
+            )
 
     def on_success(self) -> None:
         self._successes += 1
@@ -352,8 +373,11 @@ class LeasedLimiter:
         await asyncio.gather(*self._leases, return_exceptions=True)
         if self._report_timer is not None:
             self._report_timer.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         if self._free:  # the slots kept for requests that will not come
-            self._free, free = 0, self._free
+            free = len(self._free)
+            self._free.clear()
             self._give_back(free)
         while self._reports or (self.error is None and self._pending()):
             self._send_report(now=True)
