@@ -13,6 +13,7 @@ import pytest
 
 from stepfun_openai import AsyncStepFun, RetryPolicy, batch, read_metadata
 from stepfun_openai.emulator import Emulator
+from tests._hostile import within
 
 KEY = "sk-batch-test-secret"
 FAST_RETRIES = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -170,6 +171,20 @@ def test_a_wrong_key_stops_the_batch_instead_of_failing_every_job(
     assert result.stopped and "AuthenticationError" in result.stopped
     assert result.failed == 1 and emu.stats()["requests"] == 1
     assert result.pending == 10  # nothing is lost: resuming with the right key runs them all
+
+
+def test_after_a_wrong_key_no_request_waiting_for_its_slot_is_sent(
+    stepfun_emulator_factory: Factory, tmp_path: Path
+) -> None:
+    emu = stepfun_emulator_factory(api_key="the-right-key")
+    # 600/minute: the first request goes at once, four more wait in the limiter for theirs (0.1 s apart)
+    result = within(
+        60,
+        lambda: batch.run(jobs(10), out=tmp_path, client=client_for(emu), concurrency=5, rpm=600, progress=False),
+    )
+    assert result.stopped and "AuthenticationError" in result.stopped
+    assert emu.stats()["requests"] == 1 and result.failed == 1  # not 5: a 401 for each
+    assert result.pending == 10
 
 
 async def test_cancelling_leaves_only_complete_files_and_finished_lines(

@@ -105,6 +105,9 @@ class _Runner:
         # The batch always fixes the seed before the first attempt (and records it), whatever the client does.
         self.settings = dataclasses.replace(settings, stable_seed=True)
         self.stop: str | None = None
+        self.fatal = False
+        """A job failed in a way every other would (the key, the balance, ...): a request waiting
+        for its slot is not sent either (a budget's stop lets those already started go on)."""
         self.reached = False
         """Some request got an answer from the server (so connection errors are not its absence)."""
         self.connection_failures = 0
@@ -211,6 +214,9 @@ class _Runner:
     async def _attempt(self, work: _Work, request: PreparedRequest) -> StepFunImagesResponse:
         """One HTTP request, inside the limiter, whose feedback it gives."""
         sent_at = await self.limiter.acquire()
+        if self.fatal:
+            self.limiter.release()
+            raise _StopRequested
         work.attempts += 1
         self.result.requests += 1
         try:
@@ -260,8 +266,9 @@ class _Runner:
         if isinstance(exc, openai.APIConnectionError):  # where, how often, how long: the job's, not an attempt's
             explain_connection_error(exc, work.attempts, time.monotonic() - started)
         event = self._record(work, "failed", started, error=_error_of(exc), trace_id=get_trace_id(exc))
-        if fatal and self.stop is None:
-            self.stop = f"{type(exc).__name__}: {exc}"
+        if fatal:
+            self.fatal = True
+            self.stop = self.stop or f"{type(exc).__name__}: {exc}"
         await self._finish(event, type(exc).__name__)
 
     async def _succeed(self, work: _Work, response: StepFunImagesResponse, started: float) -> None:
