@@ -274,7 +274,7 @@ async def test_a_kept_slot_no_request_takes_goes_back_soon(monkeypatch: pytest.M
     and 1 s answers, slots kept until then left 0.94 of the limit in use instead of 0.98."""
     from stepfun_openai.batch import _distributed
 
-    monkeypatch.setattr(_distributed, "KEEP_IDLE", 0.5)  # 20 ms by default: slow enough to see
+    monkeypatch.setattr(_distributed, "KEEP_IDLE", 0.5)  # 0.1 s by default: a margin for a slow machine
     calls: list[tuple[str, int]] = []
 
     async def call(method: str, worker: str, *args: Any) -> Any:

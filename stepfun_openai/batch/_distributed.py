@@ -81,7 +81,7 @@ report before it (one at a time, reports batch themselves but a freed slot waits
 REPORT_EVERY = 0.05
 """Seconds at least between two reports that carry only counts (successes, progress; the share
 comes back with each): what frees a slot or tells a 429 goes at once."""
-KEEP_IDLE = 0.02
+KEEP_IDLE = 0.1
 """Seconds a worker keeps a slot of its share that no request of its own takes: then it goes back
 (at the end of a worker's jobs, its slots serve the others at once, not when it ends)."""
 CALL_TIMEOUT = 60.0
