@@ -307,7 +307,7 @@ class LeasedLimiter:
         return slot
 
     def release(self) -> None:
-        if self._held <= self._keep and not self._limited and self.error is None:
+        if self._held <= self._keep and self.error is None:  # a 429 set the share to 0
             # Within this worker's share: the slot goes straight to the next request waiting here,
             # or waits here for the next (two calls to the coordinator saved, and a round trip of
             # the slot's time).
