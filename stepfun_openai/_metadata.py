@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _png
 from ._input_types import StyleReference
+from ._sniff import sniff
 from ._urls import is_http_url
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "read_metadata",
     "regenerate_kwargs",
     "sidecar_path",
+    "with_provenance",
     "written_by_package",
 ]
 
@@ -202,6 +204,18 @@ def embed_png_metadata(png: bytes, metadata: ImageMetadata | Mapping[str, Any]) 
     is replaced). The image data is copied byte for byte, never decoded."""
     meta = metadata if isinstance(metadata, ImageMetadata) else ImageMetadata(dict(metadata))
     return _png.set_text(png, METADATA_KEYWORD, meta.to_json())
+
+
+def with_provenance(data: bytes, context: Mapping[str, Any] | None, seed: int | None) -> tuple[bytes, bytes | None]:
+    """An image file's bytes with the request that made it (``context``, a ``StepFunImage``'s)
+    stored in them (a PNG text chunk), or the bytes as they are and a ``.json`` sidecar's (other
+    formats); as they are when there is no request."""
+    if not context:
+        return data, None
+    metadata = ImageMetadata.from_context(context, seed=seed)
+    if sniff(data[:64]).format == "png":
+        return embed_png_metadata(data, metadata), None
+    return data, metadata.to_json().encode("utf-8")
 
 
 def png_text_chunks(png: bytes) -> dict[str, str]:

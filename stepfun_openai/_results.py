@@ -23,8 +23,8 @@ from ._download import DEFAULT_MAX_BYTES, adownload, download, url_expires_at
 from ._exceptions import ContentFilteredError, caller_stacklevel
 from ._files import atomic_write, exclusive_write
 from ._fit import MAX_DECODE_PIXELS, open_image, require_pillow
-from ._metadata import ImageMetadata, embed_png_metadata, is_own_sidecar, sidecar_path
-from ._sniff import ImageInfo, sniff
+from ._metadata import ImageMetadata, is_own_sidecar, sidecar_path, with_provenance
+from ._sniff import EXTENSIONS, ImageInfo, sniff
 from ._urls import redact_url
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageResultMixin", "ImagesResultMixin", "default_filename", "image_stem"]
 
-_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
 _SLUG_CHARS = 48
 _HEAD_BYTES = 64
 """Enough for a PNG, GIF or WebP header to give format and size (a JPEG's may need more: format only)."""
@@ -178,15 +177,11 @@ class ImageResultMixin:
     def _with_provenance(self, data: bytes) -> tuple[bytes, bytes | None]:
         """The file's bytes with the request stored in them (a PNG text chunk), or the bytes as
         they are and a ``.json`` sidecar's (other formats); as they are when there is no request."""
-        if not self._context:
-            return data, None
-        if sniff(data[:64]).format == "png":
-            return embed_png_metadata(data, self.metadata), None
-        return data, self.metadata.to_json().encode("utf-8")
+        return with_provenance(data, self._context, self.seed)
 
     def _extension(self) -> str:
         """``.png``, ``.jpg``, ``.webp`` or ``.gif``, from the image's first bytes."""
-        return _EXTENSIONS.get(self._head_info().format or "", ".png")
+        return EXTENSIONS.get(self._head_info().format or "", ".png")
 
     def _write(self, path: str | os.PathLike[str], data: bytes, metadata: bool, *, exclusive: bool = False) -> Path:
         """``exclusive``: the name given is never replaced either (the CLI's names), as in a directory."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["HEADER_BYTES", "MIME_TYPES", "ImageInfo", "sniff"]
+__all__ = ["EXTENSIONS", "HEADER_BYTES", "MIME_TYPES", "ImageInfo", "sniff"]
 
 HEADER_BYTES = 64 * 1024
 """How much of a file to read for sniffing (JPEG's SOF marker may sit behind EXIF data)."""
 
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
+"""The suffix a file of each format is saved with."""
 
 
 @dataclass(frozen=True)

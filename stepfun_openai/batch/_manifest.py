@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._files import TEMP_SUFFIX
+from .._group_files import append_durably, manifest_lines
 
 __all__ = [
     "FINISHED",
@@ -152,6 +153,7 @@ class Manifest:
                 handle.seek(size - 1)
                 if handle.read(1) != b"\n":
                     handle.write(b"\n")  # a line cut short by a crash stays on a line of its own
+                    handle.flush()  # lines are appended through the descriptor
         except BaseException:
             handle.close()
             raise
@@ -167,17 +169,20 @@ class Manifest:
 
     @staticmethod
     def lines(events: Sequence[Mapping[str, Any]]) -> str:
-        return "".join(json.dumps(event, ensure_ascii=False, default=str) + "\n" for event in events)
+        return manifest_lines(events)
+
+    def fileno(self) -> int:
+        """The open manifest's descriptor (the batch's writer process appends through it)."""
+        if self._handle is None:
+            raise RuntimeError("the manifest is not open")
+        return self._handle.fileno()
 
     def append_lines(self, text: str) -> None:
         """Append ``text`` (whole lines from :meth:`lines`) durably: one write, one flush, one fsync."""
         with self._lock:
             if self._handle is None:
                 raise RuntimeError("the manifest is not open")
-            # A lone surrogate (from a str given by the caller) is written as its JSON escape.
-            self._handle.write(text.encode("utf-8", "backslashreplace"))
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            append_durably(self._handle.fileno(), text)
 
     def close(self) -> None:
         with self._lock:

@@ -42,7 +42,7 @@ from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
 from ._ratelimit import AdaptiveLimiter, Limiter, resolve_limits
 from ._result import PROBLEMS_SHOWN, BatchInterrupted, BatchResult, _count, note_problem
-from ._writer import Commit, GroupWriter
+from ._writer import Commit, GroupWriter, open_writer
 
 log = logging.getLogger("stepfun_openai")
 
@@ -402,7 +402,7 @@ async def arun(
         bar = Progress(
             result.total, initial=result.skipped, enabled=progress, description="stepfun", stream=progress_stream
         )
-        writer = GroupWriter(book, out_dir, on_committed=_committed(result, limiter, bar))
+        writer = open_writer(book, out_dir, on_committed=_committed(result, limiter, bar), jobs=len(todo))
         runner = _Runner(client=client, policy=client.retry_policy, limiter=limiter, writer=writer, result=result)
         try:
             await _execute(runner, writer, todo, limits.concurrency, budget=budget, costs=costs)

@@ -22,38 +22,40 @@ and released once written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
 import os
+import pickle
+import select
+import selectors
+import subprocess
+import sys
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._files import candidate_names, claim_temps, discard_temps, fsync_dir, sync_temps, write_group, write_temps
-from .._metadata import sidecar_path, written_by_package
+from .._files import claim_temps, discard_temps, fsync_dir, sync_temps, write_group, write_temps
+from .._group_files import GroupFiles
+from .._writer_process import READY, encode, read_message, take_message
 from ._manifest import Manifest
 
 if TYPE_CHECKING:
     from ..types import StepFunImage
 
-__all__ = ["Commit", "GroupWriter"]
+__all__ = ["Commit", "GroupWriter", "ProcessWriter", "open_writer"]
+
+log = logging.getLogger("stepfun_openai")
 
 DEFAULT_MAX_GROUP = 512
 DEFAULT_PARALLEL = 1
 """Groups committed at once. One is fastest here (measured, 3,000 small jobs at concurrency 64:
 723 jobs/s with 1, 685 with 2, 632 with 4, 507 with 16): the jobs that finish during a commit
 all go into the next group, and larger groups cost less per job."""
-
-
-def _replaceable(path: Path) -> bool:
-    return not os.path.lexists(path) or (path.is_file() and written_by_package(path))
-
-
-def _relative_to(path: Path, start: Path) -> str:
-    try:
-        return os.path.relpath(path, start)
-    except ValueError:  # pragma: no cover - another drive on Windows
-        return str(path)
 
 
 @dataclass
@@ -95,9 +97,7 @@ class GroupWriter:
     ) -> None:
         self._manifest = manifest
         self._out = out
-        self._relative_base = manifest.path.parent if relative_to is None else relative_to
-        relative_out = _relative_to(out, self._relative_base)
-        self._out_prefix = "" if relative_out == "." else relative_out + os.sep
+        self._names = GroupFiles(out, manifest.path.parent if relative_to is None else relative_to)
         self._on_committed = on_committed
         self._max_group = max_group
         self._parallel = parallel
@@ -106,8 +106,6 @@ class GroupWriter:
         self._running: dict[asyncio.Future[None], _Group] = {}
         self._error: BaseException | None = None
         self._disk = ThreadPoolExecutor(parallel, thread_name_prefix="stepfun-batch-sync")
-        self._in_flight: set[Path] = set()
-        """Names chosen for files not yet committed: two jobs never get the same one."""
 
     @property
     def error(self) -> BaseException | None:
@@ -164,16 +162,20 @@ class GroupWriter:
             group = _Group(self._waiting[: self._max_group])
             del self._waiting[: len(group.commits)]
             try:
-                files = [file for commit in group.commits for file in self._files_of(commit)]
-                text = self._manifest.lines([commit.event for commit in group.commits])
-                # Only handed over: creating a file waits for the journal while a sync runs (the thread's).
-                group.files = files
+                done = self._launch(group)
             except BaseException as exc:
                 self._fail(exc, group.commits)
                 return
-            done = self._loop.run_in_executor(self._disk, self._make_durable, group, text)
             self._running[done] = group
             done.add_done_callback(self._group_done)
+
+    def _launch(self, group: _Group) -> asyncio.Future[None]:
+        """Start making ``group`` durable; the future is done when it is."""
+        files = [file for commit in group.commits for file in self._files_of(commit)]
+        text = self._manifest.lines([commit.event for commit in group.commits])
+        # Only handed over: creating a file waits for the journal while a sync runs (the thread's).
+        group.files = files
+        return self._loop.run_in_executor(self._disk, self._make_durable, group, text)
 
     def _group_done(self, done: asyncio.Future[None]) -> None:
         group = self._running.pop(done, None)
@@ -233,41 +235,272 @@ class GroupWriter:
     def _files_of(self, commit: Commit) -> list[tuple[Path, bytes]]:
         """The files of one job: each image (decoded on the event loop, cached on the image) with
         its provenance, exactly as ``save()`` stores it."""
-        files: list[tuple[Path, bytes]] = []
-        commit.files = []
-        for number, image in enumerate(commit.images):
-            suffix = "" if number == 0 else f"-{number}"
-            data, sidecar = image._with_provenance(image.read())
-            path = self._free_name(self._out / f"{commit.stem}{suffix}{image._extension()}", sidecar is not None)
-            files.append((path, data))
-            if sidecar is not None:
-                files.append((sidecar_path(path), sidecar))
-            commit.files.append(path)
-        if commit.files:
-            commit.event["file"] = self._relative(commit.files[0])
-            if len(commit.files) > 1:
-                commit.event["files"] = [self._relative(path) for path in commit.files]
+        images = [(image.read(), image._context, image.seed) for image in commit.images]
+        files, commit.files = self._names.files_of(commit.event, commit.stem, images)
         return files
-
-    def _free_name(self, path: Path, sidecar: bool) -> Path:
-        """``path``, or ``name-2.png``, ``name-3.png``, ...: the first name (and sidecar name) that
-        is free or holds a file this package wrote (the same job's image, written before a crash
-        or before its manifest line was lost). A file of anyone else is never replaced."""
-        for candidate in candidate_names(path):
-            names = [candidate, sidecar_path(candidate)] if sidecar else [candidate]
-            if all(name not in self._in_flight and _replaceable(name) for name in names):
-                self._in_flight.update(names)
-                return candidate
-        raise FileExistsError(f"too many files named like {path}")
 
     def _release(self, group: list[Commit]) -> None:
         for commit in group:
-            for path in commit.files:
-                self._in_flight.discard(path)
-                self._in_flight.discard(sidecar_path(path))
+            self._names.release(commit.files)
 
-    def _relative(self, path: Path) -> str:
-        """``path`` as the manifest records it: relative to the manifest's folder."""
-        if path.parent == self._out:
-            return self._out_prefix + path.name
-        return _relative_to(path, self._relative_base)
+
+PROCESS_MIN_JOBS = 256
+"""A batch with at least this many jobs to run commits through a writer process (the 40 ms it
+takes to start pays for itself after a few hundred small images); a smaller one uses the thread."""
+PROCESS_START_TIMEOUT = 30.0
+"""Seconds the writer process may take to start (import what it needs) before the batch uses its
+writer thread instead."""
+PROCESS_CLOSE_TIMEOUT = 300.0
+"""Seconds ``close()`` waits for the writer process to commit what it was sent; the groups it
+has not confirmed by then are committed by the batch's own process."""
+
+
+class ProcessWriter(GroupWriter):
+    """A :class:`GroupWriter` whose groups are made durable by a writer process
+    (:mod:`stepfun_openai._writer_process`): the event loop only pickles each group (its images out
+    of band: not copied) and writes it to a pipe, and reads the process's answer; the files'
+    names, provenance, system calls and syncs, and the manifest's lines run on another core."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        out: Path,
+        *,
+        on_committed: Callable[[list[Commit]], None],
+        max_group: int = DEFAULT_MAX_GROUP,
+        relative_to: Path | None = None,
+    ) -> None:
+        super().__init__(manifest, out, on_committed=on_committed, max_group=max_group, relative_to=relative_to)
+        self._process = _start_process(out, self._names.relative_base, manifest.fileno())
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._to, self._from = self._process.stdin.fileno(), self._process.stdout.fileno()
+        self._outbox: deque[memoryview] = deque()
+        self._inbox = bytearray()
+        self._replies: dict[int, tuple[asyncio.Future[None], _Group]] = {}
+        self._sequence = itertools.count()
+        self._writing = False
+        os.set_blocking(self._to, False)
+        os.set_blocking(self._from, False)
+        self._loop.add_reader(self._from, self._readable)
+
+    def _launch(self, group: _Group) -> asyncio.Future[None]:
+        sequence = next(self._sequence)
+        items = [
+            (
+                commit.event,
+                commit.stem,
+                [(pickle.PickleBuffer(image.read()), image._context, image.seed) for image in commit.images],
+            )
+            for commit in group.commits
+        ]
+        pieces = encode((sequence, items))
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._replies[sequence] = (done, group)
+        self._outbox.extend(memoryview(piece) for piece in pieces)
+        if not self._writing:
+            self._flush()
+        return done
+
+    # -- the pipes, on the event loop --
+
+    def _flush(self) -> None:
+        try:
+            while self._outbox:
+                view = self._outbox[0]
+                written = os.write(self._to, view)
+                if written < len(view):
+                    self._outbox[0] = view[written:]
+                else:
+                    self._outbox.popleft()
+        except BlockingIOError:  # the pipe is full: the rest when the process has read some
+            if not self._writing:
+                self._loop.add_writer(self._to, self._flush)
+                self._writing = True
+            return
+        except OSError as exc:  # the process has ended
+            self._ended(exc)
+            return
+        if self._writing:
+            self._loop.remove_writer(self._to)
+            self._writing = False
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._from, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._ended(exc)
+            return
+        if not data:
+            self._ended(None)
+            return
+        self._inbox += data
+        while (taken := take_message(self._inbox)) is not None:
+            message, used = taken
+            del self._inbox[:used]
+            future = self._answer(*message)
+            if future is not None:
+                future.set_result(None)
+
+    def _answer(self, sequence: int, error: BaseException | None, paths: list[list[str]] | None) -> Any:
+        """The process's answer about one group, applied to it; the group's future to resolve (with
+        the error set on it already, if any)."""
+        entry = self._replies.pop(sequence, None)
+        if entry is None:
+            return None
+        done, group = entry
+        if error is not None or paths is None:
+            if not done.done():
+                done.set_exception(error or RuntimeError("the writer process answered without the files' names"))
+            return None
+        for commit, files in zip(group.commits, paths, strict=True):
+            commit.files = [Path(file) for file in files]
+        group.durable = True
+        return None if done.done() else done
+
+    def _ended(self, exc: BaseException | None) -> None:
+        """The process has ended (or its pipe broke): every group it has not confirmed fails."""
+        self._unwatch()
+        code = self._process.poll()
+        reason = f"exit code {code}" if code is not None else f"{type(exc).__name__}: {exc}" if exc else "pipe closed"
+        error = RuntimeError(f"the batch's writer process ended before committing every group ({reason})")
+        for done, _ in list(self._replies.values()):
+            if not done.done():
+                done.set_exception(error)
+        self._replies.clear()
+
+    def _unwatch(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._from)
+        if self._writing:
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(self._to)
+            self._writing = False
+
+    # -- the end --
+
+    def close(self) -> None:
+        """Send what is queued, wait (at most :data:`PROCESS_CLOSE_TIMEOUT`) for the process to
+        confirm every group it was sent and to end, then as :meth:`GroupWriter.close`: what was
+        handed over and not confirmed is committed here."""
+        self._unwatch()
+        try:
+            self._drain_process(time.monotonic() + PROCESS_CLOSE_TIMEOUT)
+        finally:
+            self._end_process()
+        self._replies.clear()  # a group the process never confirmed is committed by super().close()
+        super().close()
+
+    def _drain_process(self, deadline: float) -> None:
+        """Blocking: the rest of the outbox written, the input closed, the answers read to the end."""
+        with selectors.DefaultSelector() as selector:
+            if self._outbox:
+                selector.register(self._to, selectors.EVENT_WRITE)
+            else:
+                self._close_input()
+            selector.register(self._from, selectors.EVENT_READ)
+            while selector.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("the batch's writer process did not finish in %.0f s", PROCESS_CLOSE_TIMEOUT)
+                    return
+                for key, _ in selector.select(remaining):
+                    if key.fd == self._to:
+                        try:
+                            self._write_some()
+                        except OSError:
+                            self._outbox.clear()
+                        if not self._outbox:
+                            selector.unregister(self._to)
+                            self._close_input()
+                    elif not self._read_some():
+                        selector.unregister(self._from)
+
+    def _write_some(self) -> None:
+        view = self._outbox[0]
+        try:
+            written = os.write(self._to, view)
+        except BlockingIOError:
+            return
+        if written < len(view):
+            self._outbox[0] = view[written:]
+        else:
+            self._outbox.popleft()
+
+    def _read_some(self) -> bool:
+        """Read and apply what the process has answered; ``False`` at the end of its output."""
+        try:
+            data = os.read(self._from, 1 << 16)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        self._inbox += data
+        while (taken := take_message(self._inbox)) is not None:
+            message, used = taken
+            del self._inbox[:used]
+            error = message[1]
+            self._answer(*message)  # the loop is not running: the futures are not resolved here
+            if error is not None and self._error is None:
+                self._error = error
+        return True
+
+    def _close_input(self) -> None:
+        assert self._process.stdin is not None
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+
+    def _end_process(self) -> None:
+        self._close_input()
+        try:
+            self._process.wait(timeout=max(0.0, min(5.0, PROCESS_CLOSE_TIMEOUT)))
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        assert self._process.stdout is not None
+        self._process.stdout.close()
+
+
+def _start_process(out: Path, relative_base: Path, manifest_fd: int) -> subprocess.Popen[bytes]:
+    """The writer process, started and ready (it has imported what it needs)."""
+    import stepfun_openai
+
+    root = str(Path(stepfun_openai.__file__).resolve().parent.parent)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from stepfun_openai._writer_process import main; raise SystemExit(main(sys.argv[2:]))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-I", "-c", code, root, str(out), str(relative_base), str(manifest_fd)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        pass_fds=(manifest_fd,),
+        start_new_session=True,  # Ctrl-C in the terminal is the batch's to handle, not the writer's
+    )
+    assert process.stdout is not None
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], PROCESS_START_TIMEOUT)
+        first = read_message(process.stdout) if ready else None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        first = exc
+    if first != READY:
+        process.kill()
+        process.wait()
+        raise OSError(f"the batch's writer process did not start ({first!r})")
+    return process
+
+
+def open_writer(
+    manifest: Manifest, out: Path, *, on_committed: Callable[[list[Commit]], None], jobs: int
+) -> GroupWriter:
+    """The writer of a local batch of ``jobs`` jobs: a :class:`ProcessWriter` from
+    :data:`PROCESS_MIN_JOBS` jobs on (where processes can be started), else a :class:`GroupWriter`."""
+    if jobs >= PROCESS_MIN_JOBS and os.name == "posix" and sys.executable:
+        try:
+            return ProcessWriter(manifest, out, on_committed=on_committed)
+        except OSError as exc:
+            log.info("the batch commits on a thread: %s", exc)
+    return GroupWriter(manifest, out, on_committed=on_committed)
