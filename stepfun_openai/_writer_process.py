@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import signal
 import struct
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -46,6 +48,9 @@ _LENGTH = struct.Struct("<Q")
 
 READY = "stepfun-openai writer ready"
 """The process's first message, once it has imported what it needs."""
+
+MAX_MESSAGES = 64
+"""Messages (the batch sends one per turn of its event loop) committed together at most."""
 
 MAX_HEADER = 256 * 1024 * 1024
 """A message's pickle (events, requests, names) is never larger: a longer one is a broken pipe."""
@@ -125,6 +130,8 @@ def _sendable(exc: BaseException) -> BaseException:
 
 
 def _commit(names: GroupFiles, manifest_fd: int, items: list[Any]) -> list[list[str]]:
+    """One group: its files named, written, synced and renamed, then its lines appended; each
+    job's file paths."""
     files: list[tuple[Path, bytes]] = []
     paths: list[list[Path]] = []
     try:
@@ -141,8 +148,22 @@ def _commit(names: GroupFiles, manifest_fd: int, items: list[Any]) -> list[list[
 
 
 def _messages(stream: IO[bytes]) -> Iterator[Any]:
-    while (message := read_message(stream)) is not None:
-        yield message
+    """The batch's messages, to the end of its pipe (a message cut short: the batch was killed)."""
+    try:
+        while (message := read_message(stream)) is not None:
+            yield message
+    except EOFError:
+        return
+
+
+def _read_all(stream: IO[bytes], inbox: queue.SimpleQueue[Any]) -> None:
+    """On a thread: every message as soon as it arrives (so the batch's pipe never fills while a
+    group is being synced), then ``None``."""
+    try:
+        for message in _messages(stream):
+            inbox.put(message)
+    finally:
+        inbox.put(None)
 
 
 def main(argv: list[str]) -> int:
@@ -154,16 +175,32 @@ def main(argv: list[str]) -> int:
     names = GroupFiles(out, relative_base)
     replies = sys.stdout.fileno()
     _write_message(replies, READY)
-    for sequence, items in _messages(sys.stdin.buffer):
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    threading.Thread(target=_read_all, args=(sys.stdin.buffer, inbox), daemon=True).start()
+    ended = False
+    while not ended:
+        # Everything that arrived while the last group was being committed is the next group.
+        messages = [inbox.get()]
+        while not inbox.empty() and len(messages) < MAX_MESSAGES:
+            messages.append(inbox.get())
+        if messages[-1] is None:
+            ended = True
+            messages.pop()
+        if not messages:
+            break
+        items = [item for _, job_items in messages for item in job_items]
+        answers: list[tuple[int, BaseException | None, list[list[str]] | None]]
         try:
-            reply: tuple[int, BaseException | None, list[list[str]] | None] = (
-                sequence,
-                None,
-                _commit(names, manifest_fd, items),
-            )
+            paths = _commit(names, manifest_fd, items)
         except Exception as exc:
-            reply = (sequence, _sendable(exc), None)
-        _write_message(replies, reply)
+            error = _sendable(exc)
+            answers = [(sequence, error, None) for sequence, _ in messages]
+        else:
+            answers = []
+            for sequence, job_items in messages:
+                answers.append((sequence, None, paths[: len(job_items)]))
+                del paths[: len(job_items)]
+        _write_message(replies, answers)
     return 0
 
 

@@ -20,7 +20,7 @@ requests that were in flight.
 
 The package, one concept a module: ``_jobs`` (jobs, ids, how they are described),
 ``_runner`` (the job loop, ``run``/``arun``), ``_budget`` (costs, ``max_spend``,
-``estimate``), ``_writer`` (group commits), ``_manifest`` (the
+``estimate``), ``_writer`` (group commits, on a thread or in a writer process), ``_manifest`` (the
 JSONL record, resume), ``_ratelimit`` (pacing and 429 adaptation), ``_progress`` (the bar) and
 ``_result`` (``BatchResult``); past one process: ``_distributed`` (``run_distributed``: workers
 on Ray or local processes under one account-wide limit) and ``_store`` (any fsspec output).

@@ -8,15 +8,19 @@ place, the directory synced, then the group's manifest lines appended with one w
 fsync. So a line is only written once its files are complete and durable: a crash leaves either
 no line (the job runs again on resume) or a line whose files are whole.
 
-Threads: serialising runs on the event loop; every system call (creating and writing the files,
-the syncs, the renames and the manifest append) runs on a worker thread, one hand-off a group
-(each round trip through a busy loop costs the waiting jobs a loop iteration). Creating a file on
-the loop cost about 130 us while a sync was running (it waits for the journal), 19 us otherwise.
-The CPU work (decoding, serialising) stays on the loop: on a thread it would hold the GIL against
-the loop.
+Where the work runs. :class:`ProcessWriter` (a batch of ``PROCESS_MIN_JOBS`` jobs or more, on two
+cores or more): in a writer process (:mod:`stepfun_openai._writer_process`), names, provenance,
+files, syncs and lines alike; the event loop only pickles each group and writes it to a pipe, so
+none of it holds the loop's GIL (measured: a batch of small images at 0.69 of ``AsyncStepFun``'s
+speed with the thread, about 0.9 with the process). :class:`GroupWriter` alone (smaller batches,
+one core, distributed workers, fsspec outputs): names and provenance on the event loop, every
+system call (creating and writing the files, the syncs, the renames and the manifest append) on
+a worker thread, one hand-off a group. Creating a file on the loop cost about 130 us while a sync
+was running (it waits for the journal), 19 us otherwise.
 
 Bounded: a group holds at most ``max_group`` jobs; images are decoded once, on the event loop,
-and released once written.
+and released once written; the writer process is waited for at most ``PROCESS_CLOSE_TIMEOUT``
+when the batch ends.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import itertools
 import logging
 import os
 import pickle
-import select
 import selectors
 import subprocess
 import sys
@@ -37,15 +40,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._files import claim_temps, discard_temps, fsync_dir, sync_temps, write_group, write_temps
-from .._group_files import GroupFiles
-from .._writer_process import READY, encode, read_message, take_message
-from ._manifest import Manifest
-
-if TYPE_CHECKING:
-    from ..types import StepFunImage
+from .._group_files import GroupFiles, ImageParts
+from .._writer_process import READY, encode, take_message
+from ._manifest import Manifest, remove_stale_temp_files
 
 __all__ = ["Commit", "GroupWriter", "ProcessWriter", "open_writer"]
 
@@ -70,11 +70,12 @@ class _Group:
 
 @dataclass
 class Commit:
-    """One job's outcome: its manifest line, and the images to write first (``stem`` names them:
+    """One job's outcome: its manifest line, and the images to write first (each its bytes, request
+    and seed; ``stem`` names them:
     ``<stem>.png``, ``<stem>-1.png``, ...; the writer fills in the line's ``file``/``files``)."""
 
     event: dict[str, Any]
-    images: list[StepFunImage] = field(default_factory=list)
+    images: list[ImageParts] = field(default_factory=list)
     stem: str = ""
     reason: str | None = None
     files: list[Path] = field(default_factory=list)
@@ -235,8 +236,7 @@ class GroupWriter:
     def _files_of(self, commit: Commit) -> list[tuple[Path, bytes]]:
         """The files of one job: each image (decoded on the event loop, cached on the image) with
         its provenance, exactly as ``save()`` stores it."""
-        images = [(image.read(), image._context, image.seed) for image in commit.images]
-        files, commit.files = self._names.files_of(commit.event, commit.stem, images)
+        files, commit.files = self._names.files_of(commit.event, commit.stem, commit.images)
         return files
 
     def _release(self, group: list[Commit]) -> None:
@@ -247,9 +247,6 @@ class GroupWriter:
 PROCESS_MIN_JOBS = 256
 """A batch with at least this many jobs to run commits through a writer process (the 40 ms it
 takes to start pays for itself after a few hundred small images); a smaller one uses the thread."""
-PROCESS_START_TIMEOUT = 30.0
-"""Seconds the writer process may take to start (import what it needs) before the batch uses its
-writer thread instead."""
 PROCESS_CLOSE_TIMEOUT = 300.0
 """Seconds ``close()`` waits for the writer process to commit what it was sent; the groups it
 has not confirmed by then are committed by the batch's own process."""
@@ -270,7 +267,10 @@ class ProcessWriter(GroupWriter):
         max_group: int = DEFAULT_MAX_GROUP,
         relative_to: Path | None = None,
     ) -> None:
-        super().__init__(manifest, out, on_committed=on_committed, max_group=max_group, relative_to=relative_to)
+        # Every turn of the event loop sends what finished in it: the process groups them itself.
+        super().__init__(
+            manifest, out, on_committed=on_committed, max_group=max_group, parallel=sys.maxsize, relative_to=relative_to
+        )
         self._process = _start_process(out, self._names.relative_base, manifest.fileno())
         assert self._process.stdin is not None and self._process.stdout is not None
         self._to, self._from = self._process.stdin.fileno(), self._process.stdout.fileno()
@@ -279,9 +279,24 @@ class ProcessWriter(GroupWriter):
         self._replies: dict[int, tuple[asyncio.Future[None], _Group]] = {}
         self._sequence = itertools.count()
         self._writing = False
+        self._ready = False
+        """The process has said it started (its first message); groups sent before wait in the pipe."""
+        self._send_soon = False
         os.set_blocking(self._to, False)
         os.set_blocking(self._from, False)
         self._loop.add_reader(self._from, self._readable)
+
+    def _start_groups(self) -> None:
+        # Once a turn of the event loop: the jobs that finished in it go in one message. Sent at
+        # once, not when the last group is done: a job handed over is the process's, so a batch
+        # killed now loses only what is in flight.
+        if not self._send_soon:
+            self._send_soon = True
+            self._loop.call_soon(self._send_waiting)
+
+    def _send_waiting(self) -> None:
+        self._send_soon = False
+        super()._start_groups()
 
     def _launch(self, group: _Group) -> asyncio.Future[None]:
         sequence = next(self._sequence)
@@ -289,7 +304,7 @@ class ProcessWriter(GroupWriter):
             (
                 commit.event,
                 commit.stem,
-                [(pickle.PickleBuffer(image.read()), image._context, image.seed) for image in commit.images],
+                [(pickle.PickleBuffer(data), context, seed) for data, context, seed in commit.images],
             )
             for commit in group.commits
         ]
@@ -336,16 +351,30 @@ class ProcessWriter(GroupWriter):
             self._ended(None)
             return
         self._inbox += data
-        while (taken := take_message(self._inbox)) is not None:
-            message, used = taken
-            del self._inbox[:used]
-            future = self._answer(*message)
-            if future is not None:
-                future.set_result(None)
+        try:
+            while (taken := take_message(self._inbox)) is not None:
+                message, used = taken
+                del self._inbox[:used]
+                for done in self._answers(message):
+                    if not done.done():
+                        done.set_result(None)
+                    self._group_done(done)  # at once, not an iteration of the busy loop later
+        except (ValueError, TypeError, pickle.UnpicklingError) as exc:
+            self._ended(exc)
 
-    def _answer(self, sequence: int, error: BaseException | None, paths: list[list[str]] | None) -> Any:
-        """The process's answer about one group, applied to it; the group's future to resolve (with
-        the error set on it already, if any)."""
+    def _answers(self, message: Any) -> list[asyncio.Future[None]]:
+        """The process's answers (about the groups it committed together), each applied to its
+        group (its files, or the error set on its future); those groups' futures."""
+        if not self._ready:
+            if message != READY:
+                raise ValueError(f"the writer process did not start as expected: {message!r}")
+            self._ready = True
+            return []
+        return [done for answer in message if (done := self._answer(*answer)) is not None]
+
+    def _answer(
+        self, sequence: int, error: BaseException | None, paths: list[list[str]] | None
+    ) -> asyncio.Future[None] | None:
         entry = self._replies.pop(sequence, None)
         if entry is None:
             return None
@@ -353,11 +382,16 @@ class ProcessWriter(GroupWriter):
         if error is not None or paths is None:
             if not done.done():
                 done.set_exception(error or RuntimeError("the writer process answered without the files' names"))
-            return None
+            return done
         for commit, files in zip(group.commits, paths, strict=True):
             commit.files = [Path(file) for file in files]
         group.durable = True
-        return None if done.done() else done
+        return done
+
+    def _release(self, group: list[Commit]) -> None:
+        """Names are chosen and given back in the process (here only by ``close()``'s fallback)."""
+        if self._names.in_flight:
+            super()._release(group)
 
     def _ended(self, exc: BaseException | None) -> None:
         """The process has ended (or its pipe broke): every group it has not confirmed fails."""
@@ -439,13 +473,16 @@ class ProcessWriter(GroupWriter):
         if not data:
             return False
         self._inbox += data
-        while (taken := take_message(self._inbox)) is not None:
-            message, used = taken
-            del self._inbox[:used]
-            error = message[1]
-            self._answer(*message)  # the loop is not running: the futures are not resolved here
-            if error is not None and self._error is None:
-                self._error = error
+        try:
+            while (taken := take_message(self._inbox)) is not None:
+                message, used = taken
+                del self._inbox[:used]
+                # The loop is not running: the futures are not resolved here (close() goes on).
+                for done in self._answers(message):
+                    if done.done() and not done.cancelled() and self._error is None:
+                        self._error = done.exception()
+        except (ValueError, TypeError, pickle.UnpicklingError):
+            return False
         return True
 
     def _close_input(self) -> None:
@@ -460,12 +497,14 @@ class ProcessWriter(GroupWriter):
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+            remove_stale_temp_files(self._out)  # those of the group it was writing
         assert self._process.stdout is not None
         self._process.stdout.close()
 
 
 def _start_process(out: Path, relative_base: Path, manifest_fd: int) -> subprocess.Popen[bytes]:
-    """The writer process, started and ready (it has imported what it needs)."""
+    """The writer process, started (its first message says when it is ready: the batch does not
+    wait for it, the groups sent meanwhile wait in the pipe)."""
     import stepfun_openai
 
     root = str(Path(stepfun_openai.__file__).resolve().parent.parent)
@@ -473,24 +512,21 @@ def _start_process(out: Path, relative_base: Path, manifest_fd: int) -> subproce
         "import sys; sys.path.insert(0, sys.argv[1]); "
         "from stepfun_openai._writer_process import main; raise SystemExit(main(sys.argv[2:]))"
     )
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-I", "-c", code, root, str(out), str(relative_base), str(manifest_fd)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         pass_fds=(manifest_fd,),
         start_new_session=True,  # Ctrl-C in the terminal is the batch's to handle, not the writer's
     )
-    assert process.stdout is not None
+
+
+def _cores() -> int:
+    """CPUs this process may run on (the writer process only helps with a second one)."""
     try:
-        ready, _, _ = select.select([process.stdout], [], [], PROCESS_START_TIMEOUT)
-        first = read_message(process.stdout) if ready else None
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        first = exc
-    if first != READY:
-        process.kill()
-        process.wait()
-        raise OSError(f"the batch's writer process did not start ({first!r})")
-    return process
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def open_writer(
@@ -498,7 +534,7 @@ def open_writer(
 ) -> GroupWriter:
     """The writer of a local batch of ``jobs`` jobs: a :class:`ProcessWriter` from
     :data:`PROCESS_MIN_JOBS` jobs on (where processes can be started), else a :class:`GroupWriter`."""
-    if jobs >= PROCESS_MIN_JOBS and os.name == "posix" and sys.executable:
+    if jobs >= PROCESS_MIN_JOBS and os.name == "posix" and sys.executable and _cores() > 1:
         try:
             return ProcessWriter(manifest, out, on_committed=on_committed)
         except OSError as exc:

@@ -1,0 +1,299 @@
+"""A batch of many jobs commits its outcomes through a writer process: the files' names,
+provenance, system calls and syncs, and the manifest's lines run there, in groups, with the same
+guarantees as the writer thread (a line only for files that are whole and durable, nothing lost,
+no temporary file left, Ctrl-C and SIGKILL safe)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepfun_openai import AsyncStepFun, batch, read_metadata
+from stepfun_openai.batch import _writer
+from stepfun_openai.emulator import Emulator
+
+KEY = "sk-batch-writer-process"
+Factory = Callable[..., Emulator]
+N = 300
+"""More than ``PROCESS_MIN_JOBS``: these batches use the writer process as a user's would."""
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the writer process is tested on Linux")
+
+
+def _jobs(count: int = N, word: str = "cat") -> list[dict[str, Any]]:
+    return [{"prompt": f"a {word} {i}", "model": "step-2x-large", "size": "256x256"} for i in range(count)]
+
+
+@pytest.fixture
+def processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The writer processes the batches of the test start."""
+    started: list[subprocess.Popen[bytes]] = []
+    original = _writer._start_process
+
+    def spy(*args: Any) -> subprocess.Popen[bytes]:
+        process = original(*args)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(_writer, "_start_process", spy)
+    yield started
+    for process in started:  # none is left behind, whatever the test did
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _lines(manifest: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def _check_consistent(out: Path) -> list[dict[str, Any]]:
+    """Every line's file is there and whole (its provenance readable); no temporary file left."""
+    lines = _lines(out / "manifest.jsonl")
+    for line in lines:
+        if line["status"] == "succeeded":
+            metadata = read_metadata(out / line["file"])
+            assert metadata is not None and metadata.params["prompt"] == line["params"]["prompt"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    return lines
+
+
+async def test_a_large_batch_commits_in_groups_through_a_writer_process_and_writes_no_file_itself(
+    stepfun_emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    def not_here(*args: Any) -> None:
+        raise AssertionError("a file was written by the batch's own process")
+
+    groups: list[int] = []
+    launch = _writer.ProcessWriter._launch
+
+    def counting(self: Any, group: Any) -> Any:
+        groups.append(len(group.commits))
+        return launch(self, group)
+
+    monkeypatch.setattr(_writer, "write_temps", not_here)
+    monkeypatch.setattr(_writer.ProcessWriter, "_launch", counting)
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    result = await asyncio.wait_for(
+        batch.arun(_jobs(), out=tmp_path, client=client, concurrency=32, rpm=None, progress=False), timeout=60
+    )
+    await client.close()
+
+    assert result.succeeded == N and len(result.files) == N and all(path.is_file() for path in result.files)
+    assert len(processes) == 1 and processes[0].returncode == 0  # started once, ended when the batch did
+    assert sum(groups) == N and len(groups) < N  # jobs that finish together share a commit
+    lines = _check_consistent(tmp_path)
+    assert len(lines) == N and {line["status"] for line in lines} == {"succeeded"}
+    assert sorted(tmp_path / line["file"] for line in lines) == sorted(result.files)
+
+
+def test_which_writer_a_batch_gets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stepfun_openai.batch._manifest import Manifest
+
+    async def writers() -> list[str]:
+        book = Manifest(tmp_path / "manifest.jsonl")
+        book.open()
+        try:
+            names = []
+            for jobs in (_writer.PROCESS_MIN_JOBS - 1, _writer.PROCESS_MIN_JOBS):
+                writer = _writer.open_writer(book, tmp_path, on_committed=lambda group: None, jobs=jobs)
+                names.append(type(writer).__name__)
+                writer.close()
+            return names
+        finally:
+            book.close()
+
+    assert asyncio.run(writers()) == ["GroupWriter", "ProcessWriter"]
+    monkeypatch.setattr(_writer, "_cores", lambda: 1)  # on one core the process would only compete
+    assert asyncio.run(writers()) == ["GroupWriter", "GroupWriter"]
+
+
+async def test_a_write_error_in_the_writer_process_is_raised_and_no_line_vouches_for_a_missing_file(
+    stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = _writer._start_process
+
+    def small_files_only(*args: Any) -> subprocess.Popen[bytes]:
+        process = original(*args)
+        # The process may write no file larger than 100 bytes: each image fails with EFBIG.
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (100, 100))
+        return process
+
+    monkeypatch.setattr(_writer, "_start_process", small_files_only)
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    with pytest.raises(OSError, match="File too large"):
+        await asyncio.wait_for(
+            batch.arun(_jobs(), out=tmp_path, client=client, concurrency=8, rpm=None, progress=False), timeout=60
+        )
+    await client.close()
+    assert (tmp_path / "manifest.jsonl").read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.jsonl"]  # no image, no temporary file
+
+
+async def test_a_killed_writer_process_stops_the_batch_and_a_rerun_finishes_every_job_once(
+    stepfun_emulator: Emulator, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    manifest = tmp_path / "manifest.jsonl"
+
+    async def kill_after_some_lines() -> None:
+        while not (manifest.exists() and len(manifest.read_text().splitlines()) >= 20):
+            await asyncio.sleep(0.01)
+        processes[0].kill()
+
+    killer = asyncio.create_task(kill_after_some_lines())
+    with pytest.raises(RuntimeError, match="writer process ended before committing every group"):
+        await asyncio.wait_for(
+            batch.arun(_jobs(), out=tmp_path, client=client, concurrency=8, rpm=None, progress=False), timeout=60
+        )
+    await killer
+    first = _check_consistent(tmp_path)
+    assert 20 <= len(first) < N
+
+    again = await asyncio.wait_for(
+        batch.arun(_jobs(), out=tmp_path, client=client, concurrency=8, rpm=None, progress=False), timeout=60
+    )
+    await client.close()
+    assert again.skipped == len({line["id"] for line in first}) and again.succeeded == N
+    lines = _check_consistent(tmp_path)
+    succeeded = Counter(line["id"] for line in lines if line["status"] == "succeeded")
+    assert len(succeeded) == N
+    assert len(list(tmp_path.glob("*.png"))) == N  # a job cut short rewrote its own file, nothing else
+
+
+async def test_a_writer_process_that_stops_answering_is_waited_for_only_so_long(
+    stepfun_emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """A hung disk: the process stops answering. Cancelling the batch ends it within
+    ``PROCESS_CLOSE_TIMEOUT``; the groups the process never confirmed are committed by the batch's
+    own process, so no finished image is lost."""
+    monkeypatch.setattr(_writer, "PROCESS_CLOSE_TIMEOUT", 1.0)
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    manifest = tmp_path / "manifest.jsonl"
+
+    async def stop_after_some_lines() -> None:
+        while not (manifest.exists() and len(manifest.read_text().splitlines()) >= 10):
+            await asyncio.sleep(0.01)
+        os.kill(processes[0].pid, signal.SIGSTOP)
+
+    stopper = asyncio.create_task(stop_after_some_lines())
+    holder: list[Any] = []
+    run = asyncio.create_task(
+        batch.arun(_jobs(), out=tmp_path, client=client, concurrency=8, rpm=None, progress=False, _holder=holder)
+    )
+    await stopper
+    await asyncio.sleep(0.5)  # jobs finish and wait for commits that do not come
+    started = time.monotonic()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, timeout=30)
+    assert time.monotonic() - started < 15
+    await client.close()
+    assert processes[0].poll() is not None  # killed, not left stopped
+    lines = _check_consistent(tmp_path)
+    assert len(lines) == holder[0].succeeded and len(lines) > 10  # the unconfirmed groups were committed here
+
+
+# --- the real process: SIGKILL and Ctrl-C -------------------------------------------------------
+
+
+def _cli(args: list[str], emu: Emulator) -> list[str]:
+    entry = "import sys; from stepfun_openai.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", entry, *args, "--base-url", emu.base_url]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "STEPFUN_API_KEY": "sk-test"}
+
+
+def _writer_processes(out: Path) -> list[int]:
+    """The pids of writer processes writing into ``out`` (their command line names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"_writer_process" in part for part in command) and os.fsencode(out) in command:
+                found.append(int(entry.name))
+    return found
+
+
+def _wait_for_lines(manifest: Path, count: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if manifest.exists() and len(manifest.read_text().splitlines()) >= count:
+            return
+        assert process.poll() is None, "the batch ended before it could be interrupted"
+        time.sleep(0.01)
+    raise AssertionError("the batch made no progress")
+
+
+def _gone(out: Path, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while _writer_processes(out):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+def test_a_batch_stopped_by_a_signal_leaves_no_writer_behind_and_the_rerun_makes_every_image_once(
+    stepfun_emulator_factory: Factory, tmp_path: Path, stop: str
+) -> None:
+    emu = stepfun_emulator_factory(latency=0.02)
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("".join(f"a kite number {i}\n" for i in range(N)))
+    out = tmp_path / "out"
+    manifest = out / "manifest.jsonl"
+    args = ["batch", str(jobs), "--out", str(out), "--concurrency", "8", "--model", "step-2x-large",
+            "--size", "256x256", "--no-progress"]  # fmt: skip
+
+    process = subprocess.Popen(_cli(args, emu), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_lines(manifest, 30, process)
+        assert _writer_processes(out), "the batch has no writer process"
+        process.send_signal(getattr(signal, stop))
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    if stop == "SIGINT":
+        assert process.returncode == 130 and "Traceback" not in err.decode()
+    assert _gone(out), "a writer process outlived its batch"
+    first = _check_consistent(out)
+    assert len(first) < N
+
+    rerun = subprocess.run(_cli(args, emu), env=_env(), capture_output=True, text=True, timeout=120)
+
+    assert rerun.returncode == 0, rerun.stderr
+    lines = _check_consistent(out)
+    succeeded = Counter(line["id"] for line in lines if line["status"] == "succeeded")
+    assert len(succeeded) == N and set(succeeded.values()) == {1}  # each job finished exactly once
+    assert len(list(out.glob("*.png"))) == N
+    assert _gone(out)
+    served = sum(1 for e in emu.requests() if e["status"] == 200 and "fields" in e)
+    # Only the requests in flight were paid for twice: a job handed to the writer process is
+    # committed by it even when the batch is killed, though the batch had not heard back yet.
+    assert served <= N + 8
+
