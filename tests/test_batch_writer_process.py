@@ -297,3 +297,62 @@ def test_a_batch_stopped_by_a_signal_leaves_no_writer_behind_and_the_rerun_makes
     # committed by it even when the batch is killed, though the batch had not heard back yet.
     assert served <= N + 8
 
+
+async def test_a_writer_process_that_cannot_start_leaves_the_batch_to_its_thread(
+    stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interpreter that cannot run the writer (a frozen app, a broken install): the batch warns
+    and commits every group on its thread, those already sent to the process included."""
+
+    def broken(*args: Any) -> subprocess.Popen[bytes]:
+        code = "import sys; sys.stderr.write('cannot import the writer\\n'); sys.exit(3)"
+        return subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+
+    monkeypatch.setattr(_writer, "_start_process", broken)
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    with caplog.at_level("WARNING", logger="stepfun_openai"):
+        result = await asyncio.wait_for(
+            batch.arun(_jobs(), out=tmp_path, client=client, concurrency=16, rpm=None, progress=False), timeout=60
+        )
+    await client.close()
+    assert result.succeeded == N
+    assert "writer process did not start (exit code 3): the batch commits on a thread" in caplog.text
+    assert len(_check_consistent(tmp_path)) == N and len(list(tmp_path.glob("*.png"))) == N
+
+
+def test_the_collector_is_tuned_while_batches_run_and_restored_after() -> None:
+    import gc
+
+    from stepfun_openai.batch import _runner
+
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    with _runner._collector_tuned():
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == max(before[0], _runner.YOUNG_THRESHOLD)
+        with _runner._collector_tuned():  # a second batch in the same process
+            pass
+        assert gc.get_freeze_count() > 0  # still the first one's
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    gc.freeze()  # the program's own: left frozen, and not unfrozen by the batch
+    try:
+        with _runner._collector_tuned():
+            gc.set_threshold(5000, *before[1:])  # the program's own change, kept
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == (5000, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+async def test_a_batch_leaves_the_collector_as_it_found_it(stepfun_emulator: Emulator, tmp_path: Path) -> None:
+    import gc
+
+    before = gc.get_threshold(), gc.get_freeze_count()
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    result = await asyncio.wait_for(
+        batch.arun(_jobs(20), out=tmp_path, client=client, concurrency=4, rpm=None, progress=False), timeout=60
+    )
+    await client.close()
+    assert result.succeeded == 20 and (gc.get_threshold(), gc.get_freeze_count()) == before

@@ -282,6 +282,8 @@ class ProcessWriter(GroupWriter):
         self._ready = False
         """The process has said it started (its first message); groups sent before wait in the pipe."""
         self._send_soon = False
+        self._thread = False
+        """The process did not start: groups are committed on the writer thread."""
         os.set_blocking(self._to, False)
         os.set_blocking(self._from, False)
         _widen_pipe(self._to)
@@ -300,6 +302,8 @@ class ProcessWriter(GroupWriter):
         super()._start_groups()
 
     def _launch(self, group: _Group) -> asyncio.Future[None]:
+        if self._thread:
+            return super()._launch(group)
         sequence = next(self._sequence)
         items = [
             (
@@ -395,15 +399,25 @@ class ProcessWriter(GroupWriter):
             super()._release(group)
 
     def _ended(self, exc: BaseException | None) -> None:
-        """The process has ended (or its pipe broke): every group it has not confirmed fails."""
+        """The process has ended (or its pipe broke): every group it has not confirmed fails; if it
+        never started (an interpreter that cannot import the package, say), the batch commits on
+        the writer thread instead, those groups first."""
         self._unwatch()
         code = self._process.poll()
         reason = f"exit code {code}" if code is not None else f"{type(exc).__name__}: {exc}" if exc else "pipe closed"
+        pending, self._replies = list(self._replies.values()), {}
+        if not self._ready and not self._thread:
+            log.warning("the batch's writer process did not start (%s): the batch commits on a thread", reason)
+            self._thread = True
+            self._parallel = DEFAULT_PARALLEL
+            self._outbox.clear()
+            for done, group in pending:
+                _chain(super()._launch(group), done)
+            return
         error = RuntimeError(f"the batch's writer process ended before committing every group ({reason})")
-        for done, _ in list(self._replies.values()):
+        for done, _ in pending:
             if not done.done():
                 done.set_exception(error)
-        self._replies.clear()
 
     def _unwatch(self) -> None:
         with contextlib.suppress(Exception):
@@ -507,6 +521,22 @@ PIPE_BYTES = 1 << 20
 """The pipe to the writer process holds this much where the system allows (Linux: up to
 ``/proc/sys/fs/pipe-max-size``, 1 MiB by default) instead of 64 KiB: a 2 MB image goes over in
 2 writes of the event loop, not 32."""
+
+
+def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
+    """``target`` gets ``source``'s outcome when it has one."""
+
+    def copy(done: asyncio.Future[None]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif (error := done.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(None)
+
+    source.add_done_callback(copy)
 
 
 def _widen_pipe(fd: int) -> None:
