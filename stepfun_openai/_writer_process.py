@@ -6,21 +6,24 @@ hand-off of the GIL between the writer thread and the event loop) as on its requ
 process of its own that work runs on another core and never holds the event loop's GIL.
 
 The batch (``batch._writer.ProcessWriter``) starts it with ``sys.executable`` and talks to it over
-two pipes, one message at a time in each direction, in order:
+two pipes, in order:
 
-- to the process: ``(sequence number, items)``, each item one job's ``(manifest event, file stem,
-  images)``, an image ``(bytes, request, seed)`` (:data:`._group_files.ImageParts`), its bytes sent
-  out of band (pickle protocol 5: never copied into the message);
-- back: ``(sequence number, error or None, each item's file paths)``, once the group is durable:
-  its files written to temporary names, synced, renamed into place, the renames synced, then its
-  lines appended to the manifest (an inherited descriptor of the batch's locked manifest) and
-  synced, as ``GroupWriter`` does on its thread.
+- to the process, once a turn of the batch's event loop: ``(sequence number, items)``, each item
+  one finished job's ``(manifest event, file stem, images)``, an image ``(bytes, request, seed)``
+  (:data:`._group_files.ImageParts`), its bytes sent out of band (pickle protocol 5: never copied
+  into the message). A thread reads them as they come; what arrived while a group was being
+  committed is the next group (at most :data:`MAX_MESSAGES` messages);
+- back, once a group is durable: a list of ``(sequence number, error or None, each item's file
+  paths)``, one for each of its messages. Durable means: its files written to temporary names,
+  synced, renamed into place, the renames synced, then its lines appended to the manifest (an
+  inherited descriptor of the batch's locked manifest) and synced, as ``GroupWriter`` does on its
+  thread.
 
 The process imports only this module, ``_group_files``, ``_files``, ``_metadata`` and the standard
 library (no ``openai``), ignores Ctrl-C (it is in a session of its own: the batch decides when it
-stops, and a group it has received is committed whole), and ends when its input ends. A message
-is bounded by the batch's group (at most ``max_group`` jobs); the pickled part by
-:data:`MAX_HEADER`.
+stops), commits every message it received whole, and ends when its input ends. What it holds is
+bounded by what the batch has handed over and not heard back about (the batch's concurrency plus
+``COMMIT_AHEAD`` jobs at most); a message's pickled part by :data:`MAX_HEADER`.
 """
 
 from __future__ import annotations

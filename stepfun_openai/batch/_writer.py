@@ -254,9 +254,10 @@ has not confirmed by then are committed by the batch's own process."""
 
 class ProcessWriter(GroupWriter):
     """A :class:`GroupWriter` whose groups are made durable by a writer process
-    (:mod:`stepfun_openai._writer_process`): the event loop only pickles each group (its images out
-    of band: not copied) and writes it to a pipe, and reads the process's answer; the files'
-    names, provenance, system calls and syncs, and the manifest's lines run on another core."""
+    (:mod:`stepfun_openai._writer_process`): once a turn, the event loop pickles the jobs that
+    finished in it (their images out of band: not copied) and writes them to a pipe, and it reads
+    the process's answers; the files' names, provenance, system calls and syncs, and the manifest's
+    lines run on another core. A process that does not start leaves the groups to the thread."""
 
     def __init__(
         self,
