@@ -118,7 +118,7 @@ def run_resume(emu: Emulator, count: int, root: Path) -> dict[str, Any]:
     first = [json.loads(line) for line in manifest.read_text().splitlines() if line.startswith("{")]
     finished_first = {line["params"]["prompt"] for line in first if line.get("status") == "succeeded"}
     rerun = subprocess.run(command, env=env, capture_output=True, text=True)
-    served = Counter(e["fields"]["prompt"] for e in emu.requests() if e["status"] == 200)
+    served = Counter(e["fields"]["prompt"] for e in emu.requests() if e["status"] == 200 and "fields" in e)
     lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.startswith("{")]
     succeeded = Counter(line["id"] for line in lines if line["status"] == "succeeded")
     pngs = [p for p in out.iterdir() if p.suffix == ".png"]
