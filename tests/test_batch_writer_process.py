@@ -24,6 +24,8 @@ from stepfun_openai import AsyncStepFun, batch, read_metadata
 from stepfun_openai.batch import _writer
 from stepfun_openai.emulator import Emulator
 
+from .test_cli import _cli, _env, _wait_for_lines
+
 KEY = "sk-batch-writer-process"
 Factory = Callable[..., Emulator]
 N = 300
@@ -215,15 +217,6 @@ async def test_a_writer_process_that_stops_answering_is_waited_for_only_so_long(
 # --- the real process: SIGKILL and Ctrl-C -------------------------------------------------------
 
 
-def _cli(args: list[str], emu: Emulator) -> list[str]:
-    entry = "import sys; from stepfun_openai.cli import main; sys.exit(main())"
-    return [sys.executable, "-c", entry, *args, "--base-url", emu.base_url]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "STEPFUN_API_KEY": "sk-test"}
-
-
 def _writer_processes(out: Path) -> list[int]:
     """The pids of writer processes writing into ``out`` (their command line names it)."""
     found = []
@@ -236,16 +229,6 @@ def _writer_processes(out: Path) -> list[int]:
             if any(b"_writer_process" in part for part in command) and os.fsencode(out) in command:
                 found.append(int(entry.name))
     return found
-
-
-def _wait_for_lines(manifest: Path, count: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if manifest.exists() and len(manifest.read_text().splitlines()) >= count:
-            return
-        assert process.poll() is None, "the batch ended before it could be interrupted"
-        time.sleep(0.01)
-    raise AssertionError("the batch made no progress")
 
 
 def _gone(out: Path, timeout: float = 10) -> bool:

@@ -347,26 +347,35 @@ class ProcessWriter(GroupWriter):
 
     def _readable(self) -> None:
         try:
-            data = os.read(self._from, 1 << 16)
-        except BlockingIOError:
-            return
-        except OSError as exc:
+            dones = self._receive()
+        except (OSError, ValueError, TypeError, pickle.UnpicklingError) as exc:
             self._ended(exc)
             return
-        if not data:
+        if dones is None:
             self._ended(None)
             return
-        self._inbox += data
+        for done in dones:
+            if not done.done():
+                done.set_result(None)
+            self._group_done(done)  # at once, not an iteration of the busy loop later
+
+    def _receive(self) -> list[asyncio.Future[None]] | None:
+        """Read what the process has answered and apply it (:meth:`_answers`); the futures of the
+        groups it answered about, or ``None`` at the end of its output. Raises for a broken pipe
+        or a message that is not the process's."""
         try:
-            while (taken := take_message(self._inbox)) is not None:
-                message, used = taken
-                del self._inbox[:used]
-                for done in self._answers(message):
-                    if not done.done():
-                        done.set_result(None)
-                    self._group_done(done)  # at once, not an iteration of the busy loop later
-        except (ValueError, TypeError, pickle.UnpicklingError) as exc:
-            self._ended(exc)
+            data = os.read(self._from, 1 << 16)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        self._inbox += data
+        dones: list[asyncio.Future[None]] = []
+        while (taken := take_message(self._inbox)) is not None:
+            message, used = taken
+            del self._inbox[:used]
+            dones += self._answers(message)
+        return dones
 
     def _answers(self, message: Any) -> list[asyncio.Future[None]]:
         """The process's answers (about the groups it committed together), each applied to its
@@ -481,25 +490,14 @@ class ProcessWriter(GroupWriter):
     def _read_some(self) -> bool:
         """Read and apply what the process has answered; ``False`` at the end of its output."""
         try:
-            data = os.read(self._from, 1 << 16)
-        except BlockingIOError:
-            return True
-        except OSError:
+            dones = self._receive()
+        except (OSError, ValueError, TypeError, pickle.UnpicklingError):
             return False
-        if not data:
-            return False
-        self._inbox += data
-        try:
-            while (taken := take_message(self._inbox)) is not None:
-                message, used = taken
-                del self._inbox[:used]
-                # The loop is not running: the futures are not resolved here (close() goes on).
-                for done in self._answers(message):
-                    if done.done() and not done.cancelled() and self._error is None:
-                        self._error = done.exception()
-        except (ValueError, TypeError, pickle.UnpicklingError):
-            return False
-        return True
+        # The loop is not running: the futures are not resolved here (close() goes on).
+        for done in dones or []:
+            if done.done() and not done.cancelled() and self._error is None:
+                self._error = done.exception()
+        return dones is not None
 
     def _close_input(self) -> None:
         assert self._process.stdin is not None
