@@ -339,3 +339,20 @@ async def test_a_batch_leaves_the_collector_as_it_found_it(stepfun_emulator: Emu
     )
     await client.close()
     assert result.succeeded == 20 and (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+def test_the_writer_process_gets_no_api_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPFUN_API_KEY", "sk-writer-must-not-see-this")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-must-not-see-this")
+    manifest = tmp_path / "manifest.jsonl"
+    with open(manifest, "ab") as handle:
+        process = _writer._start_process(tmp_path, tmp_path, handle.fileno())
+        try:
+            environment = Path(f"/proc/{process.pid}/environ").read_bytes()
+        finally:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.close()
+            process.wait(timeout=30)
+            process.stdout.close()
+    assert b"must-not-see-this" not in environment and b"PATH=" in environment
+    assert process.returncode == 0

@@ -547,6 +547,12 @@ def _widen_pipe(fd: int) -> None:
             fcntl.fcntl(fd, setting, PIPE_BYTES)
 
 
+def _writer_environment() -> dict[str, str]:
+    """The batch's environment without its API keys and base URLs (``STEPFUN_*``, ``OPENAI_*``):
+    the writer process sends nothing, and a key has no business in another process's memory."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(("STEPFUN_", "OPENAI_"))}
+
+
 def _start_process(out: Path, relative_base: Path, manifest_fd: int) -> subprocess.Popen[bytes]:
     """The writer process, started (its first message says when it is ready: the batch does not
     wait for it, the groups sent meanwhile wait in the pipe)."""
@@ -563,6 +569,7 @@ def _start_process(out: Path, relative_base: Path, manifest_fd: int) -> subproce
         stdout=subprocess.PIPE,
         pass_fds=(manifest_fd,),
         start_new_session=True,  # Ctrl-C in the terminal is the batch's to handle, not the writer's
+        env=_writer_environment(),
     )
 
 
