@@ -123,11 +123,11 @@ class Manifest:
         """Whether every file a ``succeeded`` line names (relative to the manifest's folder) is there."""
         files = event.get("files")
         names = files if isinstance(files, list) else [event.get("file")]
-        base = self.files_root
-        try:
-            present = bool(names) and all(isinstance(name, str) and (base / name).is_file() for name in names)
-        except (OSError, ValueError):  # a name the file system cannot hold (NUL, too long)
-            present = False
+        base = os.fspath(self.files_root)  # str paths: a resume checks every finished job's files
+        # isfile is False for a name the file system cannot hold (NUL, too long), as for a missing one.
+        present = bool(names) and all(
+            isinstance(name, str) and os.path.isfile(os.path.join(base, name)) for name in names
+        )
         if not present:
             self.missing_files += 1
         return present
