@@ -178,7 +178,7 @@ class Manifest:
         return self._handle.fileno()
 
     def append_lines(self, text: str) -> None:
-        """Append ``text`` (whole lines from :meth:`lines`) durably: one write, one flush, one fsync."""
+        """Append ``text`` (whole lines from :meth:`lines`) durably: one write, then one fsync."""
         with self._lock:
             if self._handle is None:
                 raise RuntimeError("the manifest is not open")
