@@ -27,6 +27,7 @@ __all__ = [
     "fsync_dir",
     "sync_filesystem",
     "sync_temps",
+    "write_all",
     "write_group",
     "write_temps",
 ]
@@ -81,7 +82,8 @@ def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
     raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """All of ``data`` written to ``fd`` (a loop: the system may take it in parts)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -93,7 +95,7 @@ def _write_temp(path: Path, data: bytes) -> Path:
     fd, temp = _temp_file(path.parent, path.name)
     try:
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -131,7 +133,7 @@ def write_temps(files: Sequence[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
             fd, temp = _temp_file(path.parent, path.name)
             temps.append((temp, path))
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
     except BaseException:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import candidate_names
+from ._files import candidate_names, write_all
 from ._metadata import sidecar_path, with_provenance, written_by_package
 from ._sniff import EXTENSIONS, sniff
 
@@ -40,9 +40,7 @@ def append_durably(fd: int, text: str) -> None:
     """Append ``text`` (whole lines) to the file open at ``fd`` (in append mode): one write (a
     loop if the system takes it in parts), then one fsync."""
     # A lone surrogate (from a str given by the caller) is written as its JSON escape.
-    view = memoryview(text.encode("utf-8", "backslashreplace"))
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(fd, text.encode("utf-8", "backslashreplace"))
     os.fsync(fd)
 
 

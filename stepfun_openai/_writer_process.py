@@ -28,7 +28,6 @@ bounded by what the batch has handed over and not heard back about (the batch's 
 
 from __future__ import annotations
 
-import os
 import pickle
 import queue
 import signal
@@ -39,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ._files import write_group
+from ._files import write_all, write_group
 from ._group_files import GroupFiles, append_durably, manifest_lines
 
 __all__ = ["MAX_HEADER", "READY", "encode", "main", "read_message", "take_message"]
@@ -118,9 +117,7 @@ def read_message(stream: IO[bytes]) -> Any | None:
 
 def _write_message(fd: int, message: Any) -> None:
     for piece in encode(message):
-        view = memoryview(piece)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, piece)
 
 
 def _sendable(exc: BaseException) -> BaseException:

@@ -327,12 +327,7 @@ class ProcessWriter(GroupWriter):
     def _flush(self) -> None:
         try:
             while self._outbox:
-                view = self._outbox[0]
-                written = os.write(self._to, view)
-                if written < len(view):
-                    self._outbox[0] = view[written:]
-                else:
-                    self._outbox.popleft()
+                self._write_some()
         except BlockingIOError:  # the pipe is full: the rest when the process has read some
             if not self._writing:
                 self._loop.add_writer(self._to, self._flush)
@@ -468,6 +463,8 @@ class ProcessWriter(GroupWriter):
                     if key.fd == self._to:
                         try:
                             self._write_some()
+                        except BlockingIOError:
+                            continue
                         except OSError:
                             self._outbox.clear()
                         if not self._outbox:
@@ -477,11 +474,9 @@ class ProcessWriter(GroupWriter):
                         selector.unregister(self._from)
 
     def _write_some(self) -> None:
+        """One write of the outbox's first piece (``BlockingIOError`` when the pipe is full)."""
         view = self._outbox[0]
-        try:
-            written = os.write(self._to, view)
-        except BlockingIOError:
-            return
+        written = os.write(self._to, view)
         if written < len(view):
             self._outbox[0] = view[written:]
         else:
