@@ -214,6 +214,57 @@ async def test_a_writer_process_that_stops_answering_is_waited_for_only_so_long(
     assert len(lines) == holder[0].succeeded and len(lines) > 10  # the unconfirmed groups were committed here
 
 
+async def test_lines_the_process_appended_but_never_confirmed_are_not_written_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """The process stopped between appending a group's lines and answering (a hung disk, a
+    signal): ``close()`` reads what it appended, counts those jobs as committed with the files
+    their lines name, ends a line it was cut off inside, and commits only the rest itself."""
+    from stepfun_openai._files import write_group
+    from stepfun_openai._group_files import GroupFiles, manifest_lines
+    from stepfun_openai.batch._manifest import Manifest
+
+    from .conftest import tiny_png
+
+    monkeypatch.setattr(_writer, "PROCESS_CLOSE_TIMEOUT", 0.5)
+    book = Manifest(tmp_path / "manifest.jsonl")
+    book.open()
+    committed: list[_writer.Commit] = []
+    writer = _writer.ProcessWriter(book, tmp_path, on_committed=committed.extend)
+    os.kill(processes[0].pid, signal.SIGSTOP)  # it receives the group, and never answers
+    commits = [
+        _writer.Commit({"id": job, "status": "succeeded"}, images=[(tiny_png(8, 8, job), None, None)], stem=job)
+        for job in ("a", "b", "c")
+    ]
+    waits = [asyncio.create_task(writer.commit(commit)) for commit in commits]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [len(group.commits) for group in writer._running.values()] == [3]  # sent, unconfirmed
+
+    # What the process did before it stopped: a and b committed, c's line cut off.
+    names = GroupFiles(tmp_path, tmp_path)
+    events = [dict(commit.event) for commit in commits[:2]]
+    for event, commit in zip(events, commits[:2], strict=True):
+        write_group(names.files_of(event, commit.stem, commit.images)[0])
+    book.append_lines(manifest_lines(events) + '{"id": "c", "sta')
+
+    writer.close()
+    await asyncio.wait_for(asyncio.gather(*waits), timeout=10)
+    book.close()
+    assert processes[0].poll() is not None
+    assert sorted(commit.event["id"] for commit in committed) == ["a", "b", "c"]
+    assert {commit.event["id"]: [path.name for path in commit.files] for commit in committed} == {
+        "a": ["a.png"],
+        "b": ["b.png"],
+        "c": ["c.png"],
+    }
+    lines = list(book.events())
+    assert [line["id"] for line in lines] == ["a", "b", "c"]  # one line each, none twice
+    assert book.skipped_lines == 1  # the piece of c's line, on a line of its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png", "manifest.jsonl"]
+    assert read_metadata(tmp_path / "c.png") is None  # no request: no provenance, but the image is whole
+
+
 # --- the real process: SIGKILL and Ctrl-C -------------------------------------------------------
 
 

@@ -95,14 +95,16 @@ class Manifest:
             latest[event["id"]] = event
         return latest
 
-    def events(self) -> Iterator[dict[str, Any]]:
-        """Every readable job event, in order; ``skipped_lines`` counts the others."""
+    def events(self, start: int = 0) -> Iterator[dict[str, Any]]:
+        """Every readable job event, in order (from byte ``start`` on: a :meth:`size` taken
+        earlier); ``skipped_lines`` counts the others."""
         self.skipped_lines = 0
         try:
             handle = open(self.path, "rb")
         except FileNotFoundError:
             return
         with handle:
+            handle.seek(start)
             for line in _lines(handle):
                 if line is not None and not line.strip():
                     continue  # a blank line (one is added after a line cut short) is no event
@@ -148,12 +150,7 @@ class Manifest:
         handle = open(self.path, "ab+")
         try:
             _lock_exclusive(handle, self.path)
-            size = handle.seek(0, os.SEEK_END)
-            if size > 0:
-                handle.seek(size - 1)
-                if handle.read(1) != b"\n":
-                    handle.write(b"\n")  # a line cut short by a crash stays on a line of its own
-                    handle.flush()  # lines are appended through the descriptor
+            _end_line(handle.fileno())
         except BaseException:
             handle.close()
             raise
@@ -177,6 +174,16 @@ class Manifest:
             raise RuntimeError("the manifest is not open")
         return self._handle.fileno()
 
+    def size(self) -> int:
+        """The open manifest's length in bytes (where the next line will start)."""
+        return os.fstat(self.fileno()).st_size
+
+    def end_line(self) -> None:
+        """If the manifest ends inside a line (a writer killed while appending), end it there:
+        the next line starts on a line of its own, and the piece is skipped on reading."""
+        with self._lock:
+            _end_line(self.fileno())
+
     def append_lines(self, text: str) -> None:
         """Append ``text`` (whole lines from :meth:`lines`) durably: one write, then one fsync."""
         with self._lock:
@@ -189,6 +196,16 @@ class Manifest:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
+
+
+def _end_line(fd: int) -> None:
+    """Append a newline to the file open (for appending) at ``fd`` unless it is empty or ends with one."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    os.lseek(fd, size - 1, os.SEEK_SET)  # writes still go to the end: the file is open for appending
+    if os.read(fd, 1) != b"\n":
+        append_durably(fd, "\n")
 
 
 def _lines(handle: IO[bytes]) -> Iterator[bytes | None]:

@@ -66,6 +66,8 @@ class _Group:
     """The files to write (names and bytes), until the sync thread has written them."""
     durable: bool = False
     """Its lines are in the manifest (set by the sync thread)."""
+    since: int | None = None
+    """The manifest's size when the group went to the writer process: its lines come after."""
 
 
 @dataclass
@@ -315,6 +317,7 @@ class ProcessWriter(GroupWriter):
             for commit in group.commits
         ]
         pieces = encode((sequence, items))
+        group.since = self._manifest.size()
         done: asyncio.Future[None] = self._loop.create_future()
         self._replies[sequence] = (done, group)
         self._outbox.extend(memoryview(piece) for piece in pieces)
@@ -443,8 +446,36 @@ class ProcessWriter(GroupWriter):
             self._drain_process(time.monotonic() + PROCESS_CLOSE_TIMEOUT)
         finally:
             self._end_process()
-        self._replies.clear()  # a group the process never confirmed is committed by super().close()
-        super().close()
+        self._replies.clear()
+        self._adopt_unconfirmed()
+        super().close()  # a group the process never committed is committed here
+
+    def _adopt_unconfirmed(self) -> None:
+        """After the process has ended: the jobs of the groups it did not confirm whose lines it
+        appended all the same (it was stopped between its append and its answer) are committed;
+        their files are those the lines name. A line it was cut off inside is ended, so the lines
+        written next start on their own."""
+        unconfirmed = [g for g in self._running.values() if not g.durable and g.since is not None]
+        if not unconfirmed:
+            return
+        self._manifest.end_line()
+        written = {event["id"]: event for event in self._manifest.events(min(g.since or 0 for g in unconfirmed))}
+        base = self._names.relative_base
+        for group in unconfirmed:
+            adopted: list[Commit] = []
+            left: list[Commit] = []
+            for commit in group.commits:
+                line = written.get(commit.event.get("id"))
+                if line is None or line.get("status") != commit.event.get("status"):
+                    left.append(commit)
+                    continue
+                files = line.get("files")
+                names = files if isinstance(files, list) else [line.get("file")]
+                commit.files = [base / name for name in names if isinstance(name, str)]
+                adopted.append(commit)
+            group.commits = left
+            if adopted:
+                self._finish(adopted)
 
     def _drain_process(self, deadline: float) -> None:
         """Blocking: the rest of the outbox written, the input closed, the answers read to the end."""
@@ -506,6 +537,7 @@ class ProcessWriter(GroupWriter):
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        if self._process.returncode != 0:  # killed (by us or anyone) or failed
             remove_stale_temp_files(self._out)  # those of the group it was writing
         assert self._process.stdout is not None
         self._process.stdout.close()
