@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -263,6 +264,45 @@ async def test_lines_the_process_appended_but_never_confirmed_are_not_written_tw
     assert book.skipped_lines == 1  # the piece of c's line, on a line of its own
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png", "manifest.jsonl"]
     assert read_metadata(tmp_path / "c.png") is None  # no request: no provenance, but the image is whole
+
+
+@pytest.mark.parametrize("outlives", [True, False])
+async def test_jobs_wait_for_their_commit_beyond_the_concurrency_only_while_the_writer_outlives_the_batch(
+    outlives: bool,
+) -> None:
+    """``ahead`` extra tasks run while the writer's commits outlive the batch (a writer process);
+    when they stop doing so (the process could not start: the thread commits), the extra tasks
+    end after their job and the concurrency alone runs the rest; no job is dropped."""
+    from stepfun_openai.batch._runner import _execute
+
+    class Writer:
+        error = None
+        outlives_the_batch = True
+
+        async def drain(self) -> None:
+            pass
+
+    class Runner:
+        stop = None
+        active = started = late_most = 0
+        most = 0
+
+        async def run_job(self, work: object) -> None:
+            self.started += 1
+            if self.started == 10:
+                writer.outlives_the_batch = outlives
+            self.active += 1
+            self.most = max(self.most, self.active)
+            if self.started > 20:
+                self.late_most = max(self.late_most, self.active)
+            await asyncio.sleep(0.002)
+            self.active -= 1
+
+    writer, runner = Writer(), Runner()
+    jobs = [SimpleNamespace(id=str(number)) for number in range(60)]
+    await asyncio.wait_for(_execute(runner, writer, jobs, 2, ahead=3), timeout=10)  # type: ignore[arg-type]
+    assert runner.started == 60 and runner.most == 5
+    assert runner.late_most == (5 if outlives else 2)
 
 
 # --- the real process: SIGKILL and Ctrl-C -------------------------------------------------------

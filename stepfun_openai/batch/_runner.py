@@ -45,7 +45,7 @@ from ._manifest import Manifest, remove_stale_temp_files
 from ._progress import Progress
 from ._ratelimit import AdaptiveLimiter, Limiter, resolve_limits
 from ._result import PROBLEMS_SHOWN, BatchInterrupted, BatchResult, _count, note_problem
-from ._writer import Commit, GroupWriter, ProcessWriter, open_writer
+from ._writer import Commit, GroupWriter, open_writer
 
 log = logging.getLogger("stepfun_openai")
 
@@ -416,7 +416,7 @@ async def arun(
             # Handed to the writer process, a finished job is safe from a crash of this one (the
             # process commits what it was given), so jobs may wait for their commit beside the
             # requests in flight; with the writer thread, a job waiting for its commit is in flight.
-            ahead = min(limits.concurrency, COMMIT_AHEAD) if isinstance(writer, ProcessWriter) else 0
+            ahead = min(limits.concurrency, COMMIT_AHEAD) if writer.outlives_the_batch else 0
             with _collector_tuned():
                 await _execute(runner, writer, todo, limits.concurrency, budget=budget, costs=costs, ahead=ahead)
         except BaseException:
@@ -529,17 +529,20 @@ async def _execute(
     """Run ``todo`` with ``concurrency + ahead`` tasks (each takes the next job when it is done
     with one: its outcome committed), then wait until every outcome is committed; on an error or a
     cancellation the tasks are cancelled first. The limiter keeps at most ``concurrency`` requests
-    in flight; ``ahead`` more tasks let as many finished jobs wait for their commit meanwhile. The
-    one job loop of ``arun`` and of a distributed batch's workers. With a ``budget``, a job starts
-    only while its cost (from ``costs``) fits it (see ``_budget``)."""
+    in flight; ``ahead`` more tasks let as many finished jobs wait for their commit meanwhile, as
+    long as the writer's commits outlive the batch (a writer process that could not start leaves
+    them to the thread: the extra tasks then end). The one job loop of ``arun`` and of a
+    distributed batch's workers. With a ``budget``, a job starts only while its cost (from
+    ``costs``) fits it (see ``_budget``)."""
     pending = iter(todo)
 
-    async def worker() -> None:
+    async def worker(extra: bool) -> None:
         # This task's context only: every image a job gets is read at once, so the response
         # check decodes it (once, strictly) instead of scanning it for read() to decode again.
         DECODE_RESULTS.set(True)
-        for work in pending:
-            if runner.stop is not None or writer.error is not None:
+        while runner.stop is None and writer.error is None and (not extra or writer.outlives_the_batch):
+            work = next(pending, None)
+            if work is None:
                 return
             cost = (costs or {}).get(work.id, _FREE)
             if budget is not None and not budget.reserve(cost):
@@ -552,7 +555,8 @@ async def _execute(
                 if budget is not None:
                     budget.settle(cost, work.billed)
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency + ahead, len(todo))))]
+    count = max(1, min(concurrency + ahead, len(todo)))
+    workers = [asyncio.create_task(worker(number >= concurrency)) for number in range(count)]
     try:
         await asyncio.gather(*workers)
         await writer.drain()

@@ -115,6 +115,12 @@ class GroupWriter:
         """The error that stopped the writer (a full disk, a lost permission), if any."""
         return self._error
 
+    @property
+    def outlives_the_batch(self) -> bool:
+        """Whether a commit handed over is made durable even if the batch's process is killed
+        (only a writer process's are): then jobs may wait for their commit beyond the concurrency."""
+        return False
+
     async def commit(self, commit: Commit) -> None:
         """Hand ``commit`` to the writer and wait until it is committed (its files in place, its
         line durable); raises the writer's error if it stopped."""
@@ -291,6 +297,10 @@ class ProcessWriter(GroupWriter):
         os.set_blocking(self._from, False)
         _widen_pipe(self._to)
         self._loop.add_reader(self._from, self._readable)
+
+    @property
+    def outlives_the_batch(self) -> bool:
+        return not self._thread
 
     def _start_groups(self) -> None:
         # Once a turn of the event loop: the jobs that finished in it go in one message. Sent at
