@@ -6,7 +6,6 @@ no temporary file left, Ctrl-C and SIGKILL safe)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import signal
@@ -22,7 +21,9 @@ from typing import Any
 import pytest
 
 from stepfun_openai import AsyncStepFun, batch, read_metadata
+from stepfun_openai._writer_process import READY, read_message
 from stepfun_openai.batch import _writer
+from stepfun_openai.batch._manifest import Manifest
 from stepfun_openai.emulator import Emulator
 
 from .test_cli import _cli, _env, _wait_for_lines
@@ -59,7 +60,12 @@ def processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen
 
 
 def _lines(manifest: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    """The manifest's events; at most one line is not one (a line the killed process was cut off
+    inside, ended by the batch: skipped on reading)."""
+    book = Manifest(manifest)
+    events = list(book.events())
+    assert book.skipped_lines <= 1
+    return events
 
 
 def _check_consistent(out: Path) -> list[dict[str, Any]]:
@@ -106,7 +112,6 @@ async def test_a_large_batch_commits_in_groups_through_a_writer_process_and_writ
 
 
 def test_which_writer_a_batch_gets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stepfun_openai.batch._manifest import Manifest
 
     async def writers() -> list[str]:
         book = Manifest(tmp_path / "manifest.jsonl")
@@ -223,7 +228,6 @@ async def test_lines_the_process_appended_but_never_confirmed_are_not_written_tw
     their lines name, ends a line it was cut off inside, and commits only the rest itself."""
     from stepfun_openai._files import write_group
     from stepfun_openai._group_files import GroupFiles, manifest_lines
-    from stepfun_openai.batch._manifest import Manifest
 
     from .conftest import tiny_png
 
@@ -303,6 +307,73 @@ async def test_jobs_wait_for_their_commit_beyond_the_concurrency_only_while_the_
     await asyncio.wait_for(_execute(runner, writer, jobs, 2, ahead=3), timeout=10)  # type: ignore[arg-type]
     assert runner.started == 60 and runner.most == 5
     assert runner.late_most == (5 if outlives else 2)
+
+
+async def test_the_writer_process_has_a_commit_once_its_bytes_are_in_the_pipe(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """``Commit.handed`` is called when the whole message is in the pipe: not while a large
+    image waits for a stopped process to read, and at once when it reads again."""
+    from .conftest import tiny_png
+
+    book = Manifest(tmp_path / "manifest.jsonl")
+    book.open()
+    handed: list[str] = []
+    writer = _writer.ProcessWriter(book, tmp_path, on_committed=lambda group: None)
+    os.kill(processes[0].pid, signal.SIGSTOP)
+    image = tiny_png(8, 8) + bytes(3 * _writer.PIPE_BYTES)  # larger than the pipe holds
+    commit = _writer.Commit({"id": "big", "status": "succeeded"}, images=[(image, None, None)], stem="big")
+    commit.handed = lambda: handed.append("big")
+    waiting = asyncio.create_task(writer.commit(commit))
+    await asyncio.sleep(0.3)
+    assert handed == []  # part of it is still waiting for room in the pipe
+    os.kill(processes[0].pid, signal.SIGCONT)
+    await asyncio.wait_for(waiting, timeout=30)
+    writer.close()
+    book.close()
+    assert handed == ["big"] and [event["id"] for event in book.events()] == ["big"]
+    assert (tmp_path / "big.png").read_bytes() == image
+
+
+@pytest.mark.parametrize("hands_over", [False, True])
+async def test_a_finished_job_keeps_its_request_slot_until_the_writer_has_it(
+    stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hands_over: bool
+) -> None:
+    """With a writer whose commits outlive the batch, a finished job frees its place in the
+    concurrency only once the writer has it (``Commit.handed``), not when its request ends: so
+    a batch killed at any moment repeats at most ``concurrency`` jobs. Here the writer holds every
+    commit: with nothing handed over, 2 requests are sent (the concurrency), not 4 (its tasks)."""
+    from stepfun_openai.batch import _runner
+
+    go = asyncio.Event()
+
+    class HoldingWriter(_writer.GroupWriter):
+        @property
+        def outlives_the_batch(self) -> bool:
+            return True
+
+        async def commit(self, commit: _writer.Commit) -> None:
+            if hands_over:
+                _writer._hand([commit])
+            await go.wait()
+            await super().commit(commit)
+
+    monkeypatch.setattr(
+        _runner,
+        "open_writer",
+        lambda manifest, out, *, on_committed, jobs: HoldingWriter(manifest, out, on_committed=on_committed),
+    )
+    client = AsyncStepFun(api_key=KEY, base_url=stepfun_emulator.base_url)
+    run = asyncio.create_task(
+        batch.arun(_jobs(10), out=tmp_path, client=client, concurrency=2, rpm=None, progress=False)
+    )
+    await asyncio.sleep(1.0)
+    sent = len(stepfun_emulator.requests())
+    go.set()
+    result = await asyncio.wait_for(run, timeout=30)
+    await client.close()
+    assert sent == (4 if hands_over else 2)  # 2 tasks more than the concurrency wait for their commits
+    assert result.succeeded == 10 and len(_lines(tmp_path / "manifest.jsonl")) == 10
 
 
 # --- the real process: SIGKILL and Ctrl-C -------------------------------------------------------
@@ -439,6 +510,8 @@ def test_the_writer_process_gets_no_api_key(tmp_path: Path, monkeypatch: pytest.
     with open(manifest, "ab") as handle:
         process = _writer._start_process(tmp_path, tmp_path, handle.fileno())
         try:
+            assert process.stdout is not None
+            assert read_message(process.stdout) == READY  # running (its environ is empty until exec)
             environment = Path(f"/proc/{process.pid}/environ").read_bytes()
         finally:
             assert process.stdin is not None and process.stdout is not None

@@ -90,6 +90,20 @@ class _StopRequested(Exception):
     """The batch is stopping: the job's next attempt is not made, and the job stays pending."""
 
 
+class _Slot:
+    """The concurrency slot of a job's successful request, given back once (:meth:`release`)."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter: Limiter | None = limiter
+
+    def release(self) -> None:
+        limiter, self._limiter = self._limiter, None
+        if limiter is not None:
+            limiter.release()
+
+
 class _Runner:
     def __init__(
         self,
@@ -172,11 +186,19 @@ class _Runner:
             fatal = isinstance(exc, openai.APIStatusError) and exc.status_code in _FATAL_STATUS
             await self.writer.commit(self._failure(work, exc, started, fatal=fatal))
         else:
-            commit = self._outcome(work, response, started)
-            # The job waits for its commit holding its images' bytes, not the response: many
-            # waiting responses would be objects for the garbage collector to go through, again and again.
-            del response
-            await self.writer.commit(commit)
+            # The request's concurrency slot is held until the writer has the job: with a writer
+            # process, until its bytes are in the pipe (then a killed batch repeats at most the
+            # concurrency's jobs: the process commits what it was handed).
+            slot = _Slot(self.limiter)
+            try:
+                commit = self._outcome(work, response, started)
+                # The job waits for its commit holding its images' bytes, not the response: many
+                # waiting responses would be objects for the garbage collector to go through, again and again.
+                del response
+                commit.handed = slot.release
+                await self.writer.commit(commit)
+            finally:
+                slot.release()
 
     def _prepare(self, work: _Work) -> PreparedRequest:
         """The job's one request: what every attempt sends (a batch always asks for ``b64_json``)."""
@@ -252,8 +274,7 @@ class _Runner:
         except BaseException:
             self.limiter.release()
             raise
-        self.limiter.release()
-        self.limiter.on_success()
+        self.limiter.on_success()  # the slot stays taken: run_job gives it back (see _Slot)
         self.reached = True
         return response
 

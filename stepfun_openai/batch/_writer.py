@@ -82,6 +82,9 @@ class Commit:
     reason: str | None = None
     files: list[Path] = field(default_factory=list)
     done: asyncio.Future[None] | None = field(default=None, repr=False)
+    handed: Callable[[], None] | None = field(default=None, repr=False)
+    """Called once the writer has the commit (at once, or when a writer process's pipe has it:
+    from then on a crash of the batch does not lose it); the job's request slot is freed then."""
 
 
 class GroupWriter:
@@ -128,6 +131,8 @@ class GroupWriter:
             raise self._error
         commit.done = self._loop.create_future()
         self._waiting.append(commit)
+        if not self.outlives_the_batch:
+            _hand([commit])  # a crash loses it whenever: nothing to wait for
         self._start_groups()
         await commit.done
 
@@ -283,7 +288,9 @@ class ProcessWriter(GroupWriter):
         self._process = _start_process(out, self._names.relative_base, manifest.fileno())
         assert self._process.stdin is not None and self._process.stdout is not None
         self._to, self._from = self._process.stdin.fileno(), self._process.stdout.fileno()
-        self._outbox: deque[memoryview] = deque()
+        self._outbox: deque[tuple[memoryview, list[Commit]]] = deque()
+        """The pieces to write to the pipe, each with the commits handed over once it is written
+        (a message's last piece carries its group's)."""
         self._inbox = bytearray()
         self._replies: dict[int, tuple[asyncio.Future[None], _Group]] = {}
         self._sequence = itertools.count()
@@ -330,7 +337,8 @@ class ProcessWriter(GroupWriter):
         group.since = self._manifest.size()
         done: asyncio.Future[None] = self._loop.create_future()
         self._replies[sequence] = (done, group)
-        self._outbox.extend(memoryview(piece) for piece in pieces)
+        last = len(pieces) - 1
+        self._outbox.extend((memoryview(piece), group.commits if n == last else []) for n, piece in enumerate(pieces))
         if not self._writing:
             self._flush()
         return done
@@ -429,6 +437,7 @@ class ProcessWriter(GroupWriter):
             self._thread = True
             self._parallel = DEFAULT_PARALLEL
             self._outbox.clear()
+            _hand([commit for _, group in pending for commit in group.commits] + self._waiting)
             for done, group in pending:
                 _chain(super()._launch(group), done)
             return
@@ -463,12 +472,10 @@ class ProcessWriter(GroupWriter):
     def _adopt_unconfirmed(self) -> None:
         """After the process has ended: the jobs of the groups it did not confirm whose lines it
         appended all the same (it was stopped between its append and its answer) are committed;
-        their files are those the lines name. A line it was cut off inside is ended, so the lines
-        written next start on their own."""
+        their files are those the lines name."""
         unconfirmed = [g for g in self._running.values() if not g.durable and g.since is not None]
         if not unconfirmed:
             return
-        self._manifest.end_line()
         written = {event["id"]: event for event in self._manifest.events(min(g.since or 0 for g in unconfirmed))}
         base = self._names.relative_base
         for group in unconfirmed:
@@ -516,12 +523,13 @@ class ProcessWriter(GroupWriter):
 
     def _write_some(self) -> None:
         """One write of the outbox's first piece (``BlockingIOError`` when the pipe is full)."""
-        view = self._outbox[0]
+        view, commits = self._outbox[0]
         written = os.write(self._to, view)
         if written < len(view):
-            self._outbox[0] = view[written:]
+            self._outbox[0] = (view[written:], commits)
         else:
             self._outbox.popleft()
+            _hand(commits)
 
     def _read_some(self) -> bool:
         """Read and apply what the process has answered; ``False`` at the end of its output."""
@@ -547,8 +555,9 @@ class ProcessWriter(GroupWriter):
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        if self._process.returncode != 0:  # killed (by us or anyone) or failed
+        if self._process.returncode != 0 and not self._thread:  # killed (by us or anyone) or failed
             remove_stale_temp_files(self._out)  # those of the group it was writing
+            self._manifest.end_line()  # a line it was cut off inside stays on a line of its own
         assert self._process.stdout is not None
         self._process.stdout.close()
 
@@ -557,6 +566,14 @@ PIPE_BYTES = 1 << 20
 """The pipe to the writer process holds this much where the system allows (Linux: up to
 ``/proc/sys/fs/pipe-max-size``, 1 MiB by default) instead of 64 KiB: a 2 MB image goes over in
 2 writes of the event loop, not 32."""
+
+
+def _hand(commits: list[Commit]) -> None:
+    """Tell each commit's job that the writer has it (once: see ``Commit.handed``)."""
+    for commit in commits:
+        handed, commit.handed = commit.handed, None
+        if handed is not None:
+            handed()
 
 
 def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
