@@ -206,3 +206,30 @@ async def test_recovery_after_a_cut_reaches_the_named_limit_within_a_few_rounds(
     for _ in range(3 * 5):  # three rounds of five successes
         lim.on_success()
     assert lim.rpm >= 58
+
+
+class _CancelledAsItIsSet(asyncio.Future[None]):
+    """A future that Ctrl-C cancels just before it is given its outcome (the handler runs between
+    any two steps of a callback, so a check that it is not done yet proves nothing)."""
+
+    def set_result(self, result: None) -> None:
+        self.cancel()
+        super().set_result(result)
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        self.cancel()
+        super().set_exception(exception)
+
+
+async def test_a_waiter_cancelled_as_it_is_woken_does_not_break_release() -> None:
+    limiter = AdaptiveLimiter(Limits(1, None))
+    await limiter.take_slot()
+    racing = _CancelledAsItIsSet()
+    waiting = asyncio.create_task(limiter.take_slot())
+    await asyncio.sleep(0)
+    limiter._waiters.insert(0, racing)
+
+    limiter.release()  # must not raise: the next waiter is woken instead
+
+    await asyncio.wait_for(waiting, timeout=5)
+    assert racing.cancelled()

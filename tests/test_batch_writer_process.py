@@ -335,6 +335,17 @@ async def test_the_writer_process_has_a_commit_once_its_bytes_are_in_the_pipe(
     assert (tmp_path / "big.png").read_bytes() == image
 
 
+async def test_a_commit_cancelled_by_ctrl_c_as_its_group_is_done_is_left_cancelled() -> None:
+    """Ctrl-C cancels the jobs' futures between any two steps of the writer's callbacks: the
+    writer sets an outcome without checking first, so it never raises ``InvalidStateError``."""
+    from .test_batch_ratelimit import _CancelledAsItIsSet
+
+    racing = _CancelledAsItIsSet()
+    _writer._settle(racing)
+    _writer._settle(racing, RuntimeError("the disk"))
+    assert racing.cancelled()
+
+
 @pytest.mark.parametrize("hands_over", [False, True])
 async def test_a_finished_job_keeps_its_request_slot_until_the_writer_has_it(
     stepfun_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hands_over: bool

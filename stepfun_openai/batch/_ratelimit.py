@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -249,7 +250,8 @@ class AdaptiveLimiter:
         # The woken waiter re-checks the cap itself; if someone took the slot first, it waits again.
         while self._waiters and self._in_flight < self.concurrency:
             waiter = self._waiters.pop(0)
-            if not waiter.done():
+            # Set, not checked first: Ctrl-C may cancel a waiter between a check and a set.
+            with contextlib.suppress(asyncio.InvalidStateError):
                 waiter.set_result(None)
                 return
 

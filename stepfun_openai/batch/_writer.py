@@ -234,8 +234,8 @@ class GroupWriter:
             commit.images = []  # the response can go: its image is on disk
         self._on_committed(group)
         for commit in group:
-            if commit.done is not None and not commit.done.done():
-                commit.done.set_result(None)
+            if commit.done is not None:
+                _settle(commit.done)
 
     def _fail(self, exc: BaseException, group: list[Commit]) -> None:
         self._release(group)
@@ -243,8 +243,8 @@ class GroupWriter:
             self._error = exc
         failed, self._waiting = [*group, *self._waiting], []
         for commit in failed:
-            if commit.done is not None and not commit.done.done():
-                commit.done.set_exception(self._error)
+            if commit.done is not None:
+                _settle(commit.done, self._error)
 
     def _files_of(self, commit: Commit) -> list[tuple[Path, bytes]]:
         """The files of one job: each image (decoded on the event loop, cached on the image) with
@@ -371,8 +371,7 @@ class ProcessWriter(GroupWriter):
             self._ended(None)
             return
         for done in dones:
-            if not done.done():
-                done.set_result(None)
+            _settle(done)
             self._group_done(done)  # at once, not an iteration of the busy loop later
 
     def _receive(self) -> list[asyncio.Future[None]] | None:
@@ -411,8 +410,7 @@ class ProcessWriter(GroupWriter):
             return None
         done, group = entry
         if error is not None or paths is None:
-            if not done.done():
-                done.set_exception(error or RuntimeError("the writer process answered without the files' names"))
+            _settle(done, error or RuntimeError("the writer process answered without the files' names"))
             return done
         for commit, files in zip(group.commits, paths, strict=True):
             commit.files = [Path(file) for file in files]
@@ -443,8 +441,7 @@ class ProcessWriter(GroupWriter):
             return
         error = RuntimeError(f"the batch's writer process ended before committing every group ({reason})")
         for done, _ in pending:
-            if not done.done():
-                done.set_exception(error)
+            _settle(done, error)
 
     def _unwatch(self) -> None:
         with contextlib.suppress(Exception):
@@ -568,6 +565,16 @@ PIPE_BYTES = 1 << 20
 2 writes of the event loop, not 32."""
 
 
+def _settle(future: asyncio.Future[None], error: BaseException | None = None) -> None:
+    """``future``'s outcome (``error``, or done), unless it has one. Not checked first: Ctrl-C
+    cancels the batch's tasks, and their futures, between any two steps of the loop's callbacks."""
+    with contextlib.suppress(asyncio.InvalidStateError):
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
 def _hand(commits: list[Commit]) -> None:
     """Tell each commit's job that the writer has it (once: see ``Commit.handed``)."""
     for commit in commits:
@@ -580,14 +587,10 @@ def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
     """``target`` gets ``source``'s outcome when it has one."""
 
     def copy(done: asyncio.Future[None]) -> None:
-        if target.done():
-            return
         if done.cancelled():
             target.cancel()
-        elif (error := done.exception()) is not None:
-            target.set_exception(error)
         else:
-            target.set_result(None)
+            _settle(target, done.exception())
 
     source.add_done_callback(copy)
 
